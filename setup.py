@@ -1,0 +1,43 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+setup(
+    name="iter-diffusers",
+    version="0.1.0",
+    description=(
+        "ITER (Iterative Token Evaluation and Refinement, AAAI 2024) real-world super-resolution "
+        "as a Hugging Face diffusers pipeline"
+    ),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0 (code); converted official weights are CC BY-NC-SA 4.0",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    include_package_data=True,
+    package_data={"iter_diffusers": ["data/*.npz", "data/*.json"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.1",
+        "diffusers>=0.42",
+        "safetensors>=0.4",
+        "huggingface-hub>=0.34",
+        "numpy>=1.24",
+        "pillow>=10.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "scikit-image>=0.22"],
+        "training": [
+            "accelerate>=1.0",
+            "datasets>=3.0",
+            "opencv-python-headless>=4.8",
+            "scipy>=1.11",
+            "tensorboard>=2.14",
+        ],
+    },
+    entry_points={"console_scripts": []},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Image Processing",
+    ],
+)

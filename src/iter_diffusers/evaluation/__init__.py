@@ -1,0 +1,24 @@
+"""Image quality metrics for evaluating super-resolution results.
+
+* :func:`calculate_psnr`, :func:`calculate_ssim`: full-reference, on the BT.601 Y channel by default;
+* :func:`calculate_niqe`: no-reference NIQE with the MATLAB release's pristine model;
+* :func:`imresize`: MATLAB-compatible bicubic ``imresize``;
+* the ``iter-sr-eval`` command line tool (:mod:`iter_diffusers.evaluation.cli`) evaluates folders of images.
+
+Everything here needs only NumPy (Pillow for the command line tool). LPIPS is not provided: its backbone weights
+cannot be obtained offline and it would need torchvision.
+"""
+
+from .metrics import calculate_psnr, calculate_ssim, prepare_for_metric, rgb2ycbcr_y, to_float255
+from .niqe import calculate_niqe, imresize, load_niqe_params
+
+__all__ = [
+    "calculate_psnr",
+    "calculate_ssim",
+    "calculate_niqe",
+    "imresize",
+    "load_niqe_params",
+    "prepare_for_metric",
+    "rgb2ycbcr_y",
+    "to_float255",
+]

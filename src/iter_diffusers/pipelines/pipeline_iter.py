@@ -1,0 +1,384 @@
+"""ITERPipeline: real-world super-resolution by iterative token evaluation and refinement."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.utils import BaseOutput
+
+from ..models import ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITERTokenEvaluator, ITERVQModel
+from ..schedulers import MaskedTokenScheduler
+from .image_io import OUTPUT_TYPES, mirror_pad, postprocess, to_image_tensors
+
+#: Inputs with at least this many pixels are tiled when ``tile_size="auto"`` (the official script: 720²).
+AUTO_TILE_PIXELS = 720 * 720
+AUTO_TILE_SIZE = 256
+
+
+@dataclass
+class ITERPipelineOutput(BaseOutput):
+    """
+    images: the super-resolved images (list of PIL, (B, sH, sW, 3) numpy, (B, 3, sH, sW) tensor, or the final
+        token ids for ``output_type="latent"``); a list when the inputs have different sizes.
+    intermediate_images: with ``return_intermediates=True``, one entry per refinement step (after that step),
+        each like ``images``.
+    intermediate_masks: with ``return_intermediates=True``, one entry per step: the keep-mask used at that step
+        per image, (h, w) float tensors at token resolution (1 = kept, 0 = re-predicted; B for skipped steps).
+    """
+
+    images: Any
+    intermediate_images: list | None = None
+    intermediate_masks: list | None = None
+
+
+@dataclass
+class _RunResult:
+    images: torch.Tensor  # (B, 3, sH, sW) float32, cropped
+    tokens: torch.Tensor  # (B, h, w) final token ids of the padded input
+    step_tokens: list[torch.Tensor] | None = None
+    step_masks: list[torch.Tensor] | None = None
+
+
+class ITERPipeline(DiffusionPipeline):
+    r"""ITER super-resolution (Chen et al., AAAI 2024).
+
+    Components:
+        vqvae ([`ITERVQModel`]): the frozen HQ Swin-VQGAN; its codebook and decoder render tokens.
+        encoder ([`ITERDistortionRemovalEncoder`]): E_l, LQ image -> codebook logits; argmax = S_l.
+        evaluator ([`ITERTokenEvaluator`]): φ_e, judges which tokens are right.
+        refiner ([`ITERRefinementTransformer`]): φ_r, re-predicts the masked tokens given S_l.
+        scheduler ([`MaskedTokenScheduler`]): the masked-token schedule and sampler.
+    """
+
+    model_cpu_offload_seq = "encoder->evaluator->refiner->vqvae"
+    _callback_tensor_inputs = ["latents", "kept_mask", "condition_tokens", "trusted_mask"]
+
+    def __init__(
+        self,
+        vqvae: ITERVQModel,
+        encoder: ITERDistortionRemovalEncoder,
+        evaluator: ITERTokenEvaluator,
+        refiner: ITERRefinementTransformer,
+        scheduler: MaskedTokenScheduler,
+    ):
+        super().__init__()
+        self.register_modules(vqvae=vqvae, encoder=encoder, evaluator=evaluator, refiner=refiner, scheduler=scheduler)
+
+    @property
+    def upscale_factor(self) -> int:
+        """s: output pixels per input pixel along each side (from E_l's config, its only home)."""
+        return self.encoder.config.scale_factor
+
+    @property
+    def num_timesteps(self) -> int:
+        return self._num_timesteps
+
+    @property
+    def interrupt(self) -> bool:
+        return self._interrupt
+
+    # ------------------------------------------------------------------ checks
+    def check_inputs(self, num_inference_steps, output_type, tile_size, tile_padding, latents,
+                     return_intermediates, callback_on_step_end_tensor_inputs):
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        if tile_size not in (None, "auto") and (not isinstance(tile_size, int) or tile_size < 1):
+            raise ValueError(f"tile_size must be None, 'auto' or a positive int, got {tile_size!r}")
+        if not isinstance(tile_padding, int) or tile_padding < 0:
+            raise ValueError(f"tile_padding must be a non-negative int, got {tile_padding!r}")
+        if latents is not None and isinstance(tile_size, int):
+            raise ValueError("latents (initial tokens) cannot be combined with tiling; pass tile_size=None")
+        if return_intermediates and isinstance(tile_size, int):
+            raise ValueError("return_intermediates is not supported with tiling")
+        unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs {unknown} are not among {self._callback_tensor_inputs}"
+            )
+
+    @staticmethod
+    def _per_image_generators(generator, num_images: int) -> list:
+        if isinstance(generator, list):
+            if len(generator) != num_images:
+                raise ValueError(f"got {len(generator)} generators for {num_images} images; pass one per image")
+            return list(generator)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}")
+        return [generator] * num_images
+
+    # ------------------------------------------------------------------ the algorithm
+    def _run(
+        self,
+        lq: torch.Tensor,
+        generators: list,
+        num_inference_steps: int,
+        mask_threshold: float | None,
+        token_temperature: float | None,
+        mask_temperature: float | None,
+        latents: torch.Tensor | None,
+        return_intermediates: bool,
+        callback_on_step_end,
+        callback_on_step_end_tensor_inputs,
+        progress_bar,
+    ) -> _RunResult:
+        """Super-resolve a batch of same-size LQ images (B, 3, H, W) in [0, 1]: pad, E_l, refine, decode, crop."""
+        device = self._execution_device
+        batch, _, height, width = lq.shape
+        multiple = self.encoder.pad_multiple
+        # The official padding: always at least one pixel, a whole window when already divisible.
+        padded = mirror_pad(lq, (height // multiple + 1) * multiple, (width // multiple + 1) * multiple)
+        padded = padded.to(device=device, dtype=self.encoder.dtype)
+
+        if latents is None:
+            lq_tokens = self.encoder(padded).logits.argmax(dim=1)  # S_l
+        else:
+            lq_tokens = latents.to(device=device, dtype=torch.long)
+        _, token_h, token_w = lq_tokens.shape
+
+        scheduler = self.scheduler
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        evaluator_logits = self.evaluator(lq_tokens, lq_tokens).logits
+        trusted = scheduler.trusted_mask(evaluator_logits, mask_threshold)  # B
+        num_trusted = trusted.flatten(1).sum(1).tolist()
+        tokens, kept = lq_tokens.clone(), trusted.clone()
+        started = [False] * batch
+        step_tokens, step_masks = [], []
+
+        for i, t in enumerate(scheduler.timesteps):
+            if self.interrupt:
+                break
+            step_kept = trusted.clone()
+            active = [b for b in range(batch) if not scheduler.is_skipped(t, num_trusted[b], token_h, token_w)]
+            if active:
+                idx = torch.tensor(active, device=device)
+                gens = [generators[b] for b in active]
+                resuming = [j for j, b in enumerate(active) if started[b]]
+                if resuming:
+                    sub = idx[resuming]
+                    kept[sub] = scheduler.sample_mask(
+                        evaluator_logits[sub], t, kept[sub], [gens[j] for j in resuming], mask_temperature
+                    )
+                for b in active:
+                    started[b] = True
+                logits = self.refiner(tokens[idx], lq_tokens[idx], visible_mask=kept[idx], trusted_mask=trusted[idx]).logits
+                tokens[idx] = scheduler.step(logits, t, tokens[idx], gens, token_temperature).prev_sample
+                step_kept[idx] = kept[idx]
+                if i < num_inference_steps - 1:  # φ_e after the last step would be wasted
+                    evaluator_logits[idx] = self.evaluator(tokens[idx], lq_tokens[idx]).logits.to(evaluator_logits.dtype)
+
+            if callback_on_step_end is not None:
+                callback_kwargs = {}
+                for name in callback_on_step_end_tensor_inputs:
+                    callback_kwargs[name] = {
+                        "latents": tokens, "kept_mask": kept, "condition_tokens": lq_tokens, "trusted_mask": trusted
+                    }[name]
+                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                tokens = callback_outputs.pop("latents", tokens)
+                kept = callback_outputs.pop("kept_mask", kept)
+            if return_intermediates:
+                step_tokens.append(tokens.clone())
+                step_masks.append(step_kept.cpu())
+            progress_bar.update()
+
+        crop = (slice(None), slice(None), slice(0, height * self.upscale_factor), slice(0, width * self.upscale_factor))
+        images = self.vqvae.decode(tokens).sample[crop].float()
+        return _RunResult(images, tokens, step_tokens or None, step_masks or None)
+
+    def _run_tiled(self, lq, generator, tile_size, tile_padding, tile_blending, run_kwargs) -> torch.Tensor:
+        """Restore one image (1, 3, H, W) tile by tile (Real-ESRGAN's scheme, the official ``test_tile``).
+
+        Tiles are visited row by row and share the image's generator in that order. Without blending the centre
+        of each tile is pasted (the official behaviour); with blending each tile contributes its padded area with
+        weights that ramp linearly across the 2·tile_padding overlap, so no seam shows.
+        """
+        s = self.upscale_factor
+        _, _, height, width = lq.shape
+        out = torch.zeros(1, 3, height * s, width * s)
+        weight = torch.zeros(1, 1, height * s, width * s)
+        for y0 in range(0, height, tile_size):
+            for x0 in range(0, width, tile_size):
+                y1, x1 = min(y0 + tile_size, height), min(x0 + tile_size, width)
+                py0, px0 = max(y0 - tile_padding, 0), max(x0 - tile_padding, 0)
+                py1, px1 = min(y1 + tile_padding, height), min(x1 + tile_padding, width)
+                tile = self._run(lq[:, :, py0:py1, px0:px1], [generator], **run_kwargs).images.cpu()
+                if not tile_blending:
+                    core = tile[:, :, (y0 - py0) * s : (y1 - py0) * s, (x0 - px0) * s : (x1 - px0) * s]
+                    out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = core
+                    continue
+                ramp_y = _overlap_ramp(py0, py1, y0, y1, height, tile_padding, s)
+                ramp_x = _overlap_ramp(px0, px1, x0, x1, width, tile_padding, s)
+                w = ramp_y[:, None] * ramp_x[None, :]
+                out[:, :, py0 * s : py1 * s, px0 * s : px1 * s] += tile * w
+                weight[:, :, py0 * s : py1 * s, px0 * s : px1 * s] += w
+        return out if not tile_blending else out / weight.clamp(min=1e-12)
+
+    # ------------------------------------------------------------------ entry point
+    @torch.no_grad()
+    def __call__(
+        self,
+        image=None,
+        num_inference_steps: int = 8,
+        mask_threshold: float | None = None,
+        token_temperature: float | None = None,
+        mask_temperature: float | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        tile_size: int | str | None = "auto",
+        tile_padding: int = 16,
+        tile_blending: bool = True,
+        return_intermediates: bool = False,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ):
+        r"""Super-resolve ``image`` by the factor s of the loaded weights (x2 or x4).
+
+        Args:
+            image: PIL image(s), numpy uint8/uint16/float HW(C) or BHWC, torch float CHW or BCHW in [0, 1], or a
+                list of these, of any sizes. Grayscale is replicated to RGB; an alpha channel is dropped.
+            num_inference_steps: T, refinement steps (official 8).
+            mask_threshold: α, φ_e's trust threshold (default: the scheduler's, 0.7).
+            token_temperature / mask_temperature: sampling temperatures (default: the scheduler's, 1.0).
+            num_images_per_prompt: samples per input image (they differ through the generator).
+            generator: one generator, or one per output image, for every random draw.
+            latents: initial token ids S_l (B, h, w) replacing E_l's (untiled same-size batches only).
+            tile_size: LQ tile side for tiled inference; ``None`` never tiles; ``"auto"`` tiles with 256-pixel
+                tiles when H·W ≥ 720², as the official script does.
+            tile_padding: LQ pixels of context around each tile (official 16).
+            tile_blending: blend overlapping tiles (default); ``False`` pastes tile centres (official).
+            return_intermediates: also return the image and the keep-mask after every step.
+            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (final token ids).
+            return_dict: return an [`ITERPipelineOutput`] instead of a tuple.
+            callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after every step;
+                may return replacements for ``latents`` (token ids) and ``kept_mask``.
+            callback_on_step_end_tensor_inputs: names from ``_callback_tensor_inputs`` passed to the callback.
+        """
+        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        self.check_inputs(num_inference_steps, output_type, tile_size, tile_padding, latents,
+                          return_intermediates, callback_on_step_end_tensor_inputs)
+        if image is None:
+            raise ValueError("image is required")
+        images = [x for x in to_image_tensors(image) for _ in range(num_images_per_prompt)]
+        generators = self._per_image_generators(generator, len(images))
+        self._interrupt = False
+        self._num_timesteps = num_inference_steps
+
+        tile_for = {}
+        for n, x in enumerate(images):
+            size = tile_size
+            if tile_size == "auto":
+                size = AUTO_TILE_SIZE if x.shape[1] * x.shape[2] >= AUTO_TILE_PIXELS else None
+            tile_for[n] = size
+        if (return_intermediates or latents is not None) and any(v is not None for v in tile_for.values()):
+            raise ValueError("return_intermediates and latents are not supported with tiling; pass tile_size=None")
+
+        # Same-size untiled images run together; every rule is per image, so grouping never changes results.
+        groups: dict[tuple, list[int]] = {}
+        for n, x in enumerate(images):
+            key = ("tile", n) if tile_for[n] is not None else ("batch", tuple(x.shape))
+            groups.setdefault(key, []).append(n)
+        if latents is not None and len(groups) != 1:
+            raise ValueError("latents can only be given for a batch of same-size images")
+
+        run_kwargs = dict(
+            num_inference_steps=num_inference_steps,
+            mask_threshold=mask_threshold,
+            token_temperature=token_temperature,
+            mask_temperature=mask_temperature,
+            latents=latents,
+            return_intermediates=return_intermediates,
+            callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+        )
+        total_steps = sum(
+            num_inference_steps * (_num_tiles(images[m[0]], tile_for[m[0]]) if key[0] == "tile" else 1)
+            for key, m in groups.items()
+        )
+        results: list = [None] * len(images)
+        with self.progress_bar(total=total_steps) as progress_bar:
+            run_kwargs["progress_bar"] = progress_bar
+            for key, members in groups.items():
+                if key[0] == "tile":
+                    n = members[0]
+                    sr = self._run_tiled(images[n][None], generators[n], tile_for[n], tile_padding,
+                                         tile_blending, run_kwargs)
+                    results[n] = _RunResult(images=sr, tokens=None)
+                    continue
+                run = self._run(torch.stack([images[n] for n in members]), [generators[n] for n in members],
+                                **run_kwargs)
+                for j, n in enumerate(members):
+                    results[n] = _RunResult(
+                        run.images[j : j + 1],
+                        run.tokens[j : j + 1],
+                        None if run.step_tokens is None else [s[j : j + 1] for s in run.step_tokens],
+                        None if run.step_masks is None else [m[j] for m in run.step_masks],
+                    )
+
+        output = self._format(results, output_type, return_intermediates, images)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return output
+        return ITERPipelineOutput(*output)
+
+    def _format(self, results: list[_RunResult], output_type: str, return_intermediates: bool, inputs):
+        same_size = len({tuple(x.shape) for x in inputs}) == 1
+
+        def collect(tensors: list[torch.Tensor]):
+            if output_type == "pil":
+                return [im for t in tensors for im in postprocess(t, "pil")]
+            if same_size:
+                return postprocess(torch.cat(tensors), output_type)
+            return [postprocess(t, output_type)[0] for t in tensors]
+
+        if output_type == "latent":
+            if any(r.tokens is None for r in results):
+                raise ValueError('output_type="latent" is not available for tiled inference')
+            tokens = [r.tokens for r in results]
+            images = torch.cat(tokens) if same_size else [t[0] for t in tokens]
+        else:
+            images = collect([r.images for r in results])
+        if not return_intermediates:
+            return (images, None, None)
+        s = self.upscale_factor
+        num_steps = len(results[0].step_tokens)
+        step_images = []
+        for step in range(num_steps):
+            decoded = []
+            for r, x in zip(results, inputs):
+                crop = (..., slice(0, x.shape[1] * s), slice(0, x.shape[2] * s))
+                decoded.append(self.vqvae.decode(r.step_tokens[step]).sample[crop].float())
+            step_images.append(collect(decoded))
+        step_masks = [[r.step_masks[step] for r in results] for step in range(num_steps)]
+        return (images, step_images, step_masks)
+
+
+def _num_tiles(image: torch.Tensor, tile_size: int) -> int:
+    return math.ceil(image.shape[1] / tile_size) * math.ceil(image.shape[2] / tile_size)
+
+
+def _overlap_ramp(p0: int, p1: int, c0: int, c1: int, size: int, pad: int, scale: int) -> torch.Tensor:
+    """Blend weights along one axis for a tile with core [c0, c1) and padded extent [p0, p1) (LQ pixels).
+
+    Across each interior core boundary b the weight ramps linearly over [b − pad, b + pad), so that the two
+    tiles meeting there sum to one; it is 1 elsewhere. Returned at output resolution.
+    """
+    u = (torch.arange(p0 * scale, p1 * scale, dtype=torch.float32) + 0.5) / scale  # output pixel centres, LQ units
+    w = torch.ones_like(u)
+    if pad == 0:
+        return w
+    if c0 > 0:
+        w = torch.minimum(w, ((u - (c0 - pad)) / (2 * pad)).clamp(0, 1))
+    if c1 < size:
+        w = torch.minimum(w, (((c1 + pad) - u) / (2 * pad)).clamp(0, 1))
+    return w
