@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+from contextlib import contextmanager
 from collections.abc import Callable
 from pathlib import Path
 
@@ -351,15 +352,30 @@ def _load_strict(model: torch.nn.Module, weights: StateDict, where: str) -> None
 
 
 def split_iter_checkpoint(state: StateDict, vqgan_state: StateDict) -> StateDict:
-    """Drop the ``vqgan.*`` copy from an ITER state dict after checking that it equals the VQGAN file."""
+    """Drop the ``vqgan.*`` copy from an ITER state dict after checking that it equals the VQGAN file.
+
+    The ``generator.*`` decoder alias may be present on either side or not; where present it must equal the decoder.
+    """
     copy = _take(state, "vqgan.")
-    if copy:
-        if copy.keys() != vqgan_state.keys():
-            missing = sorted(vqgan_state.keys() ^ copy.keys())
-            raise ConversionError(f"the ITER file's vqgan.* keys differ from the VQGAN file's (e.g. {missing[0]!r})")
-        for key, value in copy.items():
-            if value.shape != vqgan_state[key].shape or not torch.equal(value, vqgan_state[key]):
-                raise ConversionError(f"the ITER file's vqgan.{key} differs from the VQGAN file: checkpoints do not belong together")
+    if not copy:
+        return state
+
+    def without_alias(sd: StateDict, where: str) -> StateDict:
+        for key in [k for k in sd if k.startswith("generator.")]:
+            twin = sd.get("decoder." + key[len("generator.") :])
+            if twin is None or not torch.equal(sd[key], twin):
+                raise ConversionError(f"{where}: {key} differs from its decoder.* twin")
+        return {k: v for k, v in sd.items() if not k.startswith("generator.")}
+
+    copy, reference = without_alias(copy, "ITER file vqgan.*"), without_alias(vqgan_state, "VQGAN file")
+    if copy.keys() != reference.keys():
+        differing = sorted(copy.keys() ^ reference.keys())
+        raise ConversionError(f"the ITER file's vqgan.* keys differ from the VQGAN file's (e.g. {differing[0]!r})")
+    for key, value in copy.items():
+        if value.shape != reference[key].shape or not torch.equal(value, reference[key]):
+            raise ConversionError(
+                f"the ITER file's vqgan.{key} differs from the VQGAN file: checkpoints do not belong together"
+            )
     return state
 
 
@@ -389,3 +405,83 @@ def convert_official_checkpoints(vqgan_checkpoint: str | Path, iter_checkpoint: 
         raise ConversionError("token networks do not have the φ_e (2 outputs) / φ_r (K+1 inputs, K outputs) shapes")
     scheduler = MaskedTokenScheduler()  # official inference: T = 8, α = 0.7, temperatures 1, linear
     return ITERPipeline(vqvae=vqvae, encoder=encoder, evaluator=evaluator, refiner=refiner, scheduler=scheduler)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+VARIANTS = {"float16": ("fp16", torch.float16), "bfloat16": ("bf16", torch.bfloat16)}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def _quiet_diffusers():
+    from diffusers.utils import logging
+
+    previous = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(previous)
+
+
+def convert_and_save(
+    vqgan_checkpoint: str | Path,
+    iter_checkpoint: str | Path,
+    output_dir: str | Path,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    hub_model_id: str | None = None,
+) -> Path:
+    """Convert the official files and write a complete pipeline folder with a model card, atomically.
+
+    The folder always holds fp32 safetensors; ``dtype="float16"``/``"bfloat16"`` adds the ``fp16``/``bf16``
+    variant (load it with ``variant="fp16", dtype=torch.float16``). Nothing is left on disk if anything fails.
+    """
+    import shutil
+    import tempfile
+
+    from .model_card import converted_model_card
+
+    output_dir = Path(output_dir)
+    if dtype != "float32" and dtype not in VARIANTS:
+        raise ConversionError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
+    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
+        raise ConversionError(f"{output_dir} exists and is not empty (pass --overwrite to replace it)")
+    pipe = convert_official_checkpoints(vqgan_checkpoint, iter_checkpoint)
+    sources = {Path(p).name: _sha256(Path(p)) for p in (vqgan_checkpoint, iter_checkpoint)}
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    try:
+        pipe.save_pretrained(staging, safe_serialization=True)
+        if dtype in VARIANTS:
+            variant, torch_dtype = VARIANTS[dtype]
+            with _quiet_diffusers():  # diffusers 0.42 warns about an empty keep-in-fp32 list on every .to()
+                pipe.to(dtype=torch_dtype).save_pretrained(staging, safe_serialization=True, variant=variant)
+                pipe.to(dtype=torch.float32)
+        converted_model_card(pipe, sources, hub_model_id).save(staging / "README.md")
+        staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        staging.rename(output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def push_folder_to_hub(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Create (or reuse) a Hub model repo and upload a pipeline folder to it; returns the repo URL."""
+    from huggingface_hub import create_repo, upload_folder
+
+    url = create_repo(repo_id, private=private, exist_ok=True, token=token)
+    upload_folder(repo_id=url.repo_id, folder_path=str(folder), token=token, commit_message="Add ITER pipeline")
+    return str(url)

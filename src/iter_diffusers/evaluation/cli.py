@@ -18,7 +18,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -32,10 +32,10 @@ Evaluate super-resolution results in a folder.
 
 With --gt, every prediction is paired with the ground-truth image of the same file stem (the name without its
 extension, compared case-sensitively); --pred_suffix is first removed from the end of the prediction stems, so
-that e.g. 0801_ITER.png pairs with 0801.png when --pred_suffix _ITER is given. Any extension among
-%s works on either side. Every prediction must have a ground truth and vice versa, and each
-pair must have the same size (predictions are not resized). PSNR, SSIM and NIQE (of the prediction) are reported.
-Without --gt, only NIQE (no-reference) is reported.
+that e.g. 0801_ITER.png pairs with 0801.png when --pred_suffix _ITER is given. Every prediction must have a
+ground truth and vice versa, and each pair must have the same size (predictions are not resized). PSNR, SSIM and
+NIQE (of the prediction) are reported. Without --gt, only NIQE (no-reference) is reported.
+Image extensions read on either side: %s.
 
 Conventions (those of the SR literature and BasicSR): images are read as 8-bit RGB (grey and palette images are
 converted to RGB, alpha is dropped); crop_border pixels are removed from each edge; by default PSNR/SSIM use the
@@ -233,7 +233,9 @@ def format_markdown(results: Sequence[Dict[str, object]], means: Dict[str, float
     ]
     for r in results:
         lines.append(f"| {r['name']} | " + " | ".join(_fmt(m, float(r[m])) for m in metrics) + " |")
-    lines.append(f"| **Mean ({len(results)} images)** | " + " | ".join(f"**{_fmt(m, means[m])}**" for m in metrics) + " |")
+    lines.append(
+        f"| **Mean ({len(results)} images)** | " + " | ".join(f"**{_fmt(m, means[m])}**" for m in metrics) + " |"
+    )
     notes = [
         f"crop_border={settings['crop_border']}",
         f"PSNR/SSIM on {'Y (BT.601)' if settings['test_y_channel'] else 'RGB'}" if "psnr" in metrics else None,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -272,10 +272,10 @@ def niqe(
                 img = imresize(img, scale=0.5)
         feats = np.concatenate(per_scale, axis=1)  # (n_blocks, 36)
 
-        mu = np.nanmean(feats, axis=0)
         complete = feats[~np.isnan(feats).any(axis=1)]
-        if complete.shape[0] < 2:
-            return math.nan
+        if complete.shape[0] < 2 or np.isnan(feats).all(axis=0).any():
+            return math.nan  # e.g. a flat image: no block has usable statistics
+        mu = np.nanmean(feats, axis=0)
         cov = np.cov(complete, rowvar=False)
     diff = np.asarray(mu_pris, dtype=np.float64).reshape(-1) - mu
     inv = np.linalg.pinv((np.asarray(cov_pris, dtype=np.float64) + cov) / 2.0)

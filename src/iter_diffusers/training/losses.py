@@ -123,9 +123,9 @@ def _download_vgg16(repo_id: str, cache_dir, local_files_only: bool, revision: s
             f"Could not get the ImageNet VGG16 weights '{repo_id}/{VGG16_HUB_FILENAME}' from the Hugging Face Hub "
             f"({type(err).__name__}: {err}). The perceptual loss needs them. Either let this machine reach the Hub "
             f"once (the file is then cached), pre-download it elsewhere with `hf download {repo_id} "
-            f"{VGG16_HUB_FILENAME}` and copy the cache (or set HF_HOME), or pass pretrained='/path/to/model.safetensors' "
-            "(timm) or '/path/to/vgg16-397923af.pth' (torchvision). pretrained=False gives random weights, which are "
-            "only useful for tests."
+            f"{VGG16_HUB_FILENAME}` and copy the cache (or set HF_HOME), or pass "
+            "pretrained='/path/to/model.safetensors' (timm) or '/path/to/vgg16-397923af.pth' (torchvision). "
+            "pretrained=False gives random weights, which are only useful for tests."
         ) from err
 
 
