@@ -1,0 +1,594 @@
+#!/usr/bin/env python
+"""Train ITER with 🤗 accelerate and 🤗 datasets: the Swin-VQGAN (stage I) or E_l, φ_e and φ_r (stages II/III).
+
+    # stage I: the HQ Swin-VQGAN, from a model config (sizes) or a starting pipeline
+    accelerate launch examples/train_iter.py --stage vqgan --model_config configs/iter_x4.json \
+        --train_data_dir photos/ --resolution 256 --output_dir out/vqgan
+    # stages II/III: E_l, φ_e, φ_r on the frozen VQGAN of a pipeline folder (or hub id)
+    accelerate launch examples/train_iter.py --stage lq --pretrained_model_name_or_path out/vqgan \
+        --train_data_dir photos/ --resolution 256 --output_dir out/iter-x4
+
+Every run ends with a complete ITERPipeline folder (``save_pretrained``) and a model card in --output_dir.
+See the README's training section for multi-GPU and CPU commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from iter_diffusers import (
+    ITERDistortionRemovalEncoder,
+    ITERPipeline,
+    ITERRefinementTransformer,
+    ITERTokenEvaluator,
+    ITERVQModel,
+    MaskedTokenScheduler,
+)
+from iter_diffusers.evaluation.metrics import calculate_psnr, calculate_ssim
+from iter_diffusers.model_card import trained_model_card
+from iter_diffusers.training.data import DatasetError, SRTrainDataset, collate, load_image_dataset
+from iter_diffusers.training.degradations import BSRGANLightConfig, RealESRGANConfig, degrade, degradation_config_from_dict
+from iter_diffusers.training.losses import (
+    UNetDiscriminatorSN,
+    VGG16PerceptualLoss,
+    VGGWeightsUnavailableError,
+    discriminator_hinge_loss,
+)
+from iter_diffusers.training.objectives import lq_stage_losses, vqgan_losses
+
+logger = get_logger(__name__, log_level="INFO")
+
+COMPONENT_CLASSES = {
+    "vqvae": ITERVQModel,
+    "encoder": ITERDistortionRemovalEncoder,
+    "evaluator": ITERTokenEvaluator,
+    "refiner": ITERRefinementTransformer,
+    "discriminator": UNetDiscriminatorSN,
+}
+LQ_COMPONENTS = ("encoder", "evaluator", "refiner")
+
+
+# ------------------------------------------------------------------------------------------------ arguments
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--stage", required=True, choices=["vqgan", "lq"], help="vqgan: stage I; lq: stages II/III")
+    model = p.add_argument_group("model")
+    model.add_argument("--pretrained_model_name_or_path", default=None,
+                       help="ITERPipeline folder or hub id to start from (e.g. the converted official weights)")
+    model.add_argument("--revision", default=None)
+    model.add_argument("--model_config", default=None,
+                       help="JSON {component: config} for components not taken from the starting pipeline "
+                            "(vqvae, encoder, evaluator, refiner, scheduler, discriminator)")
+    model.add_argument("--train_components", default="encoder,evaluator,refiner",
+                       help="lq stage: which of encoder,evaluator,refiner to train (the others stay frozen)")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset_name", default=None, help="hub dataset id or local dataset path")
+    data.add_argument("--dataset_config_name", default=None)
+    data.add_argument("--train_data_dir", default=None, help="folder of images (loaded as an `imagefolder` dataset)")
+    data.add_argument("--image_column", default="image", help="column of the HQ images")
+    data.add_argument("--lq_image_column", default=None,
+                      help="column of pre-degraded LQ images (paired data); without it LQ images are synthesised")
+    data.add_argument("--cache_dir", default=None)
+    data.add_argument("--max_train_samples", type=int, default=None)
+    data.add_argument("--resolution", type=int, default=256, help="HQ crop side (a multiple of 64)")
+    data.add_argument("--scale", type=int, default=None, help="SR factor (default: the encoder's)")
+    data.add_argument("--degradation", default="bsrgan_light", choices=["bsrgan_light", "realesrgan"],
+                      help="on-the-fly degradation for HQ-only data (official: the light BSRGAN pipeline)")
+    data.add_argument("--degradation_config", default=None, help="JSON file overriding degradation parameters")
+    data.add_argument("--no_augment", action="store_true", help="disable random flips and rotations")
+    data.add_argument("--dataloader_num_workers", type=int, default=0)
+    train = p.add_argument_group("optimisation")
+    train.add_argument("--train_batch_size", type=int, default=4)
+    train.add_argument("--num_train_epochs", type=int, default=100)
+    train.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--gradient_checkpointing", action="store_true")
+    train.add_argument("--learning_rate", type=float, default=1e-4, help="official: 1e-4 (Adam, betas 0.9/0.99)")
+    train.add_argument("--discriminator_learning_rate", type=float, default=4e-4)
+    train.add_argument("--scale_lr", action="store_true", help="scale lr by accumulation × batch × processes")
+    train.add_argument("--lr_scheduler", default="constant",
+                       help="linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup")
+    train.add_argument("--lr_warmup_steps", type=int, default=0)
+    train.add_argument("--adam_beta1", type=float, default=0.9)
+    train.add_argument("--adam_beta2", type=float, default=0.99)
+    train.add_argument("--adam_weight_decay", type=float, default=0.0)
+    train.add_argument("--adam_epsilon", type=float, default=1e-8)
+    train.add_argument("--max_grad_norm", type=float, default=None, help="gradient clipping (off, as official)")
+    train.add_argument("--use_ema", action="store_true")
+    train.add_argument("--ema_decay", type=float, default=0.999)
+    train.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
+    train.add_argument("--allow_tf32", action="store_true")
+    train.add_argument("--seed", type=int, default=None)
+    loss = p.add_argument_group("losses")
+    loss.add_argument("--l1_weight", type=float, default=1.0)
+    loss.add_argument("--perceptual_weight", type=float, default=1.0,
+                      help="VGG16 perceptual loss weight; 0 trains without it (needs no VGG weights)")
+    loss.add_argument("--perceptual_weights_path", default=None,
+                      help="local VGG16 weights (timm vgg16.tv_in1k safetensors) instead of the Hub download")
+    loss.add_argument("--lpips_weights", default=None, help="LPIPS linear calibration (vgg.pth v0.1) or 'auto'")
+    loss.add_argument("--ssim_weight", type=float, default=1.0, help="vqgan stage: (1 − SSIM) weight")
+    loss.add_argument("--gan_weight", type=float, default=0.1, help="hinge GAN weight")
+    loss.add_argument("--gan_start_step", type=int, default=0, help="vqgan stage: step from which the GAN is on")
+    loss.add_argument("--lq_gan", action="store_true",
+                      help="fix: train the LQ stage with the GAN too (the official LQ configs never start it)")
+    loss.add_argument("--encoder_pixel_loss", action="store_true",
+                      help="fix: let E_l's L1 + perceptual loss reach it through the straight-through decode "
+                           "(the official .long() cuts it; E_l then learns from the token CE only)")
+    loss.add_argument("--codebook_beta", type=float, default=None, help="vqgan stage: override the VQ β (0.25)")
+    out = p.add_argument_group("checkpoints, validation and output")
+    out.add_argument("--output_dir", required=True)
+    out.add_argument("--checkpointing_steps", type=int, default=500)
+    out.add_argument("--checkpoints_total_limit", type=int, default=None)
+    out.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
+    out.add_argument("--validation_steps", type=int, default=500)
+    out.add_argument("--validation_data_dir", default=None,
+                     help="folder of held-out HQ images; default: hold out --num_validation_images training images")
+    out.add_argument("--num_validation_images", type=int, default=4)
+    out.add_argument("--validation_inference_steps", type=int, default=8)
+    out.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none")
+    out.add_argument("--logging_dir", default="logs")
+    out.add_argument("--tracker_project_name", default="iter")
+    out.add_argument("--push_to_hub", action="store_true")
+    out.add_argument("--hub_model_id", default=None)
+    out.add_argument("--hub_token", default=None)
+    args = p.parse_args(argv)
+    if args.resolution % 64:
+        p.error(f"--resolution {args.resolution} must be a multiple of 64 (8 px per token × 8-token Swin windows)")
+    if args.pretrained_model_name_or_path is None and args.model_config is None:
+        p.error("pass --pretrained_model_name_or_path (a pipeline to start from) or --model_config (sizes)")
+    if args.dataset_name is None and args.train_data_dir is None:
+        p.error("pass --dataset_name or --train_data_dir")
+    args.train_components = tuple(c.strip() for c in args.train_components.split(",") if c.strip())
+    unknown = set(args.train_components) - set(LQ_COMPONENTS)
+    if unknown:
+        p.error(f"--train_components: unknown {sorted(unknown)}; choose from {LQ_COMPONENTS}")
+    return args
+
+
+# ------------------------------------------------------------------------------------------------ models
+def load_components(args) -> dict:
+    """Every pipeline component: from the starting pipeline when given, else built from --model_config."""
+    configs = json.loads(Path(args.model_config).read_text()) if args.model_config else {}
+    components = {}
+    for name, cls in COMPONENT_CLASSES.items():
+        if name == "discriminator":
+            continue
+        if args.pretrained_model_name_or_path and name not in configs:
+            components[name] = cls.from_pretrained(args.pretrained_model_name_or_path, subfolder=name,
+                                                   revision=args.revision)
+        elif name in configs:
+            components[name] = cls(**configs[name])
+        else:
+            raise SystemExit(f"error: no config for {name!r}: give it in --model_config or start from a pipeline")
+    if args.pretrained_model_name_or_path and "scheduler" not in configs:
+        components["scheduler"] = MaskedTokenScheduler.from_pretrained(args.pretrained_model_name_or_path,
+                                                                       subfolder="scheduler", revision=args.revision)
+    else:
+        components["scheduler"] = MaskedTokenScheduler(**configs.get("scheduler", {}))
+    if args.stage == "vqgan" and args.codebook_beta is not None:
+        components["vqvae"].quantize.beta = args.codebook_beta
+        components["vqvae"].register_to_config(commitment_beta=args.codebook_beta)
+    uses_gan = args.gan_weight > 0 and (args.stage == "vqgan" or args.lq_gan)
+    if uses_gan:
+        components["discriminator"] = UNetDiscriminatorSN(**configs.get("discriminator", {}))
+    return components
+
+
+def trained_names(args) -> list[str]:
+    names = ["vqvae"] if args.stage == "vqgan" else list(args.train_components)
+    return names
+
+
+def build_perceptual(args, device):
+    if args.perceptual_weight <= 0:
+        return None
+    source = args.perceptual_weights_path or True
+    try:
+        loss = VGG16PerceptualLoss(pretrained=source, lpips_weights=args.lpips_weights,
+                                   local_files_only=os.environ.get("HF_HUB_OFFLINE") == "1")
+    except VGGWeightsUnavailableError as error:
+        raise SystemExit(
+            f"error: the VGG16 weights of the perceptual loss cannot be had ({error}). Pass "
+            "--perceptual_weights_path to a local copy, or --perceptual_weight 0 to train without it."
+        ) from None
+    return loss.to(device).eval().requires_grad_(False)
+
+
+# ------------------------------------------------------------------------------------------------ data
+def degradation_config(args):
+    overrides = json.loads(Path(args.degradation_config).read_text()) if args.degradation_config else {}
+    if "pipeline" in overrides:
+        return degradation_config_from_dict(overrides)
+    cls = BSRGANLightConfig if args.degradation == "bsrgan_light" else RealESRGANConfig
+    return cls.from_dict(overrides) if overrides else cls()
+
+
+def make_datasets(args, accelerator, scale, degradation):
+    with accelerator.main_process_first():
+        dataset = load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir,
+                                     args.cache_dir, args.image_column, args.lq_image_column)
+        if args.validation_data_dir:
+            validation = load_image_dataset(train_data_dir=args.validation_data_dir, image_column=args.image_column,
+                                            lq_image_column=args.lq_image_column)
+        else:
+            count = min(args.num_validation_images, max(0, len(dataset) - 1))
+            order = np.random.default_rng(12345).permutation(len(dataset))
+            validation = dataset.select(sorted(order[:count].tolist()))
+            dataset = dataset.select(sorted(order[count:].tolist()))
+        if args.max_train_samples is not None:
+            dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
+    train = SRTrainDataset(dataset, args.resolution, scale, degradation, seed=args.seed or 0,
+                           image_column=args.image_column, lq_image_column=args.lq_image_column,
+                           augment=not args.no_augment)
+    return train, validation
+
+
+def validation_pairs(validation, args, scale, degradation):
+    """Fixed (LQ, HQ) validation pairs: centre crops of side --resolution, degraded with a fixed seed."""
+    pairs = []
+    for index in range(len(validation)):
+        data = SRTrainDataset(validation, args.resolution, scale, degradation, seed=10_000,
+                              image_column=args.image_column, lq_image_column=args.lq_image_column, augment=False)
+        sample = data[index]
+        pairs.append((sample["lq"], sample["hq"]))
+    return pairs
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def image_grid(rows: list[list[torch.Tensor]]) -> np.ndarray:
+    """Rows of (3, H, W) images in [0, 1] (nearest-upscaled to the largest) -> one HWC uint8 grid."""
+    height = max(im.shape[1] for row in rows for im in row)
+    width = max(im.shape[2] for row in rows for im in row)
+    tiles = []
+    for row in rows:
+        scaled = [torch.nn.functional.interpolate(im[None], size=(height, width), mode="nearest")[0] for im in row]
+        tiles.append(torch.cat(scaled, dim=2))
+    grid = torch.cat(tiles, dim=1).clamp(0, 1)
+    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+@torch.no_grad()
+def run_validation(pipeline, pairs, args, accelerator, step) -> dict:
+    pipeline.set_progress_bar_config(disable=True)
+    rows, psnrs, ssims = [], [], []
+    for lq, hq in pairs:
+        generator = torch.Generator().manual_seed(args.seed or 0)
+        sr = pipeline(lq, num_inference_steps=args.validation_inference_steps, generator=generator,
+                      output_type="pt", tile_size=None).images[0].cpu()
+        to_u8 = lambda t: (t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        psnrs.append(calculate_psnr(to_u8(sr), to_u8(hq), crop_border=4))
+        ssims.append(calculate_ssim(to_u8(sr), to_u8(hq), crop_border=4))
+        rows.append([lq, sr, hq])
+    metrics = {"val/psnr": float(np.mean(psnrs)), "val/ssim": float(np.mean(ssims))}
+    grid = image_grid(rows)
+    folder = Path(args.output_dir) / "validation"
+    folder.mkdir(parents=True, exist_ok=True)
+    from PIL import Image
+
+    Image.fromarray(grid).save(folder / f"step_{step:06d}.png")
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_image("validation (LQ | SR | HQ)", grid, step, dataformats="HWC")
+    accelerator.log(metrics, step=step)
+    logger.info(f"step {step}: validation PSNR {metrics['val/psnr']:.2f} dB, SSIM {metrics['val/ssim']:.4f}")
+    return metrics
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def register_checkpoint_hooks(accelerator, trained: dict, emas: dict):
+    """Store every trained network (and its EMA) in diffusers format inside accelerate's checkpoints."""
+
+    def save_hook(models, weights, output_dir):
+        if accelerator.is_main_process:
+            for name, model in trained.items():
+                accelerator.unwrap_model(model).save_pretrained(os.path.join(output_dir, name))
+            for name, ema in emas.items():
+                ema.save_pretrained(os.path.join(output_dir, f"{name}_ema"))
+        while weights:
+            weights.pop()
+
+    def load_hook(models, input_dir):
+        for name, ema in emas.items():
+            loaded = EMAModel.from_pretrained(os.path.join(input_dir, f"{name}_ema"), model_cls=COMPONENT_CLASSES[name])
+            ema.load_state_dict(loaded.state_dict())
+            ema.to(accelerator.device)
+        for name, model in trained.items():
+            target = accelerator.unwrap_model(model)
+            loaded = COMPONENT_CLASSES[name].from_pretrained(input_dir, subfolder=name)
+            target.load_state_dict(loaded.state_dict())
+        while models:
+            models.pop()
+
+    accelerator.register_save_state_pre_hook(save_hook)
+    accelerator.register_load_state_pre_hook(load_hook)
+
+
+def prune_checkpoints(output_dir: str, limit: int | None) -> None:
+    """Keep at most ``limit - 1`` checkpoints so that the one about to be written makes ``limit``."""
+    if limit is None:
+        return
+    checkpoints = sorted((d for d in os.listdir(output_dir) if d.startswith("checkpoint-")),
+                         key=lambda d: int(d.split("-")[1]))
+    for stale in checkpoints[: max(0, len(checkpoints) - limit + 1)]:
+        shutil.rmtree(os.path.join(output_dir, stale))
+
+
+def find_resume_checkpoint(args) -> str | None:
+    if args.resume_from_checkpoint is None:
+        return None
+    if args.resume_from_checkpoint != "latest":
+        path = Path(args.resume_from_checkpoint)
+        path = path if path.is_absolute() or path.exists() else Path(args.output_dir) / path
+        if not path.is_dir():
+            raise SystemExit(f"error: checkpoint {args.resume_from_checkpoint} does not exist")
+        return str(path)
+    found = sorted((d for d in os.listdir(args.output_dir) if d.startswith("checkpoint-")) if
+                   os.path.isdir(args.output_dir) else [], key=lambda d: int(d.split("-")[1]))
+    if not found:
+        logger.info("--resume_from_checkpoint latest: no checkpoint yet, starting a new run")
+        return None
+    return os.path.join(args.output_dir, found[-1])
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main(argv=None):
+    args = parse_args(argv)
+    logging_dir = Path(args.output_dir, args.logging_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(logging_dir)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    logger.info(accelerator.state, main_process_only=False)
+    if args.seed is not None:
+        set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+    if args.allow_tf32 and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    components = load_components(args)
+    scale = components["encoder"].config.scale_factor
+    if args.scale is not None and args.scale != scale:
+        raise SystemExit(f"error: --scale {args.scale} differs from the encoder's scale_factor {scale}")
+    degradation = degradation_config(args)
+    try:
+        train_set, validation = make_datasets(args, accelerator, scale, degradation)
+        val_pairs = validation_pairs(validation, args, scale, degradation) if len(validation) else []
+    except DatasetError as error:
+        raise SystemExit(f"error: {error}") from None
+
+    names = trained_names(args)
+    trained = {name: components[name] for name in names}
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    for name in ("vqvae", *LQ_COMPONENTS):
+        module = components[name]
+        module.requires_grad_(name in trained)
+        if name not in trained:  # frozen: inference only, in the mixed-precision dtype
+            module.to(accelerator.device)
+            if weight_dtype != torch.float32:
+                module.to(dtype=weight_dtype)
+            module.eval()
+    for model in trained.values():
+        model.train()
+        if args.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+    discriminator = components.get("discriminator")
+    perceptual = build_perceptual(args, accelerator.device)
+
+    total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    lr = args.learning_rate * (total_batch if args.scale_lr else 1)
+    params = [p for m in trained.values() for p in m.parameters()]
+    adam = dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+    optimizer = torch.optim.Adam(params, lr=lr, **adam)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.train_batch_size, shuffle=True,
+                                               collate_fn=collate, num_workers=args.dataloader_num_workers,
+                                               drop_last=len(train_set) >= args.train_batch_size)
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=max_steps * accelerator.num_processes)
+    prepared = accelerator.prepare(*trained.values(), optimizer, train_loader, lr_scheduler)
+    trained = dict(zip(trained, prepared[: len(trained)]))
+    optimizer, train_loader, lr_scheduler = prepared[len(trained) :]
+    disc_optimizer = None
+    if discriminator is not None:
+        disc_optimizer = torch.optim.Adam(discriminator.parameters(), lr=args.discriminator_learning_rate, **adam)
+        discriminator, disc_optimizer = accelerator.prepare(discriminator, disc_optimizer)
+        trained_with_disc = dict(trained, discriminator=discriminator)
+    else:
+        trained_with_disc = trained
+    emas = {name: EMAModel(accelerator.unwrap_model(m).parameters(), decay=args.ema_decay,
+                           model_cls=COMPONENT_CLASSES[name], model_config=accelerator.unwrap_model(m).config)
+            for name, m in trained.items()} if args.use_ema else {}
+    for ema in emas.values():
+        ema.to(accelerator.device)
+    register_checkpoint_hooks(accelerator, trained_with_disc, emas)
+
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    num_epochs = math.ceil(max_steps / steps_per_epoch)
+    if accelerator.is_main_process:
+        config = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in vars(args).items()}
+        accelerator.init_trackers(args.tracker_project_name, config={k: v for k, v in config.items() if v is not None})
+
+    logger.info(f"stage {args.stage}: training {names}; {len(train_set)} images, {len(val_pairs)} validation; "
+                f"{max_steps} steps of {total_batch} samples ({steps_per_epoch} per epoch)")
+    global_step, first_epoch, resume_batches = 0, 0, 0
+    checkpoint = find_resume_checkpoint(args)
+    if checkpoint:
+        accelerator.print(f"resuming from {checkpoint}")
+        accelerator.load_state(checkpoint)
+        global_step = int(Path(checkpoint).name.split("-")[1])
+        first_epoch = global_step // steps_per_epoch
+        resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+
+    progress = tqdm(range(max_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
+    history = {"first": None, "last": None}
+    step_times = []
+    start = time.perf_counter()
+    for epoch in range(first_epoch, num_epochs):
+        train_set.set_epoch(epoch)
+        train_loader.set_epoch(epoch)
+        loader = train_loader
+        if epoch == first_epoch and resume_batches:
+            loader = accelerator.skip_first_batches(train_loader, resume_batches)
+        for batch in loader:
+            hq = batch["hq"].to(accelerator.device)
+            lq = batch["lq"].to(accelerator.device)
+            with accelerator.accumulate(*trained_with_disc.values()):
+                with accelerator.autocast():
+                    if args.stage == "vqgan":
+                        gan_on = discriminator is not None and global_step >= args.gan_start_step
+                        loss, terms, fake = vqgan_losses(
+                            trained["vqvae"], hq, discriminator=discriminator if gan_on else None, perceptual=perceptual,
+                            l1_weight=args.l1_weight, perceptual_weight=args.perceptual_weight,
+                            ssim_weight=args.ssim_weight, gan_weight=args.gan_weight)
+                    else:
+                        gan_on = discriminator is not None
+                        loss, terms, fake = lq_stage_losses(
+                            components["vqvae"], *(trained.get(n, components[n]) for n in LQ_COMPONENTS),
+                            components["scheduler"], lq, hq, train=tuple(trained), perceptual=perceptual,
+                            perceptual_weight=args.perceptual_weight, encoder_pixel_loss=args.encoder_pixel_loss,
+                            pixel_weight=args.l1_weight)
+                        if gan_on and fake is not None:
+                            adversarial = args.gan_weight * -discriminator(fake).mean()
+                            terms["gan_g"] = adversarial
+                            loss = loss + adversarial
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm:
+                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                if gan_on and fake is not None:
+                    with accelerator.autocast():
+                        d_loss = discriminator_hinge_loss(discriminator(hq), discriminator(fake.detach()))
+                    accelerator.backward(d_loss)
+                    disc_optimizer.step()
+                    disc_optimizer.zero_grad(set_to_none=True)
+                    terms["gan_d"] = d_loss
+
+            if accelerator.sync_gradients:
+                for name, ema in emas.items():
+                    ema.step(accelerator.unwrap_model(trained[name]).parameters())
+                global_step += 1
+                progress.update(1)
+                logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0]}
+                logs.update({f"loss/{k}": v.detach().item() for k, v in terms.items()})
+                history["first"] = history["first"] or logs
+                history["last"] = logs
+                step_times.append(time.perf_counter() - start)
+                progress.set_postfix(loss=f"{logs['loss']:.4f}")
+                accelerator.log(logs, step=global_step)
+
+                if global_step % args.checkpointing_steps == 0 and accelerator.is_main_process:
+                    prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
+                    accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
+                if val_pairs and global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                    with ema_weights(emas, trained, accelerator):
+                        run_validation(assemble_pipeline(components, trained, accelerator), val_pairs, args,
+                                       accelerator, global_step)
+            if global_step >= max_steps:
+                break
+        if global_step >= max_steps:
+            break
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        for name, ema in emas.items():
+            ema.copy_to(accelerator.unwrap_model(trained[name]).parameters())
+        pipeline = assemble_pipeline(components, trained, accelerator)
+        for module in (pipeline.vqvae, pipeline.encoder, pipeline.evaluator, pipeline.refiner):
+            if module.dtype != torch.float32:
+                module.to(dtype=torch.float32)
+        metrics = run_validation(pipeline, val_pairs, args, accelerator, global_step) if val_pairs else None
+        pipeline.save_pretrained(args.output_dir)
+        elapsed = time.perf_counter() - start
+        per_step = elapsed / max(1, len(step_times))
+        write_model_card(pipeline, args, names, degradation, metrics, history, global_step, per_step, accelerator)
+        summary = {"steps": global_step, "seconds_per_step": per_step, "first": history["first"], "last": history["last"],
+                   "validation": metrics}
+        Path(args.output_dir, "training_summary.json").write_text(json.dumps(summary, indent=2))
+        if args.push_to_hub:
+            from iter_diffusers.conversion import push_folder_to_hub
+
+            push_folder_to_hub(args.output_dir, args.hub_model_id or Path(args.output_dir).name, token=args.hub_token)
+    accelerator.end_training()
+
+
+class ema_weights:
+    """Context manager: the EMA weights are in the trained networks inside the block."""
+
+    def __init__(self, emas, trained, accelerator):
+        self.pairs = [(ema, accelerator.unwrap_model(trained[name])) for name, ema in emas.items()]
+
+    def __enter__(self):
+        for ema, model in self.pairs:
+            ema.store(model.parameters())
+            ema.copy_to(model.parameters())
+
+    def __exit__(self, *exc):
+        for ema, model in self.pairs:
+            ema.restore(model.parameters())
+
+
+def assemble_pipeline(components, trained, accelerator) -> ITERPipeline:
+    parts = {name: accelerator.unwrap_model(trained[name]) if name in trained else components[name]
+             for name in ("vqvae", *LQ_COMPONENTS)}
+    pipeline = ITERPipeline(**parts, scheduler=components["scheduler"])
+    return pipeline
+
+
+def write_model_card(pipeline, args, names, degradation, metrics, history, steps, per_step, accelerator):
+    source = args.dataset_name or Path(args.train_data_dir).name
+    training = {
+        "stage": f"{args.stage} (trained: {', '.join(names)})",
+        "started from": args.pretrained_model_name_or_path or f"random initialisation ({args.model_config})",
+        "data": f"{source}; HQ crops {args.resolution}², x{pipeline.upscale_factor}",
+        "degradations": "paired LQ column" if args.lq_image_column else json.dumps(degradation.to_dict()),
+        "steps": f"{steps} × batch {args.train_batch_size} × {accelerator.num_processes} processes × "
+                 f"accumulation {args.gradient_accumulation_steps}",
+        "optimiser": f"Adam lr {args.learning_rate} ({args.lr_scheduler}), betas {args.adam_beta1}/{args.adam_beta2}",
+        "losses": f"perceptual {args.perceptual_weight}, L1 {args.l1_weight}, SSIM {args.ssim_weight}, GAN {args.gan_weight}"
+                  f"{' (LQ GAN on)' if args.lq_gan else ''}{', E_l pixel loss on' if args.encoder_pixel_loss else ''}",
+        "mixed precision": accelerator.mixed_precision,
+        "EMA": f"decay {args.ema_decay}" if args.use_ema else "off",
+        "time per step": f"{per_step:.2f} s",
+        "loss (first → last step)": f"{history['first']['loss']:.4f} → {history['last']['loss']:.4f}" if history["first"] else "n/a",
+    }
+    grids = sorted(Path(args.output_dir, "validation").glob("step_*.png")) if metrics else []
+    images = []
+    if grids:
+        shutil.copy(grids[-1], Path(args.output_dir, "validation_grid.png"))
+        images = ["validation_grid.png"]
+    card = trained_model_card(
+        pipeline, title=f"ITER x{pipeline.upscale_factor} ({args.stage} stage, trained with iter-diffusers)",
+        description="Trained with `examples/train_iter.py`. The validation grid shows LQ | output | HQ.",
+        training=training, metrics=metrics, base_model=None if not args.pretrained_model_name_or_path else
+        (args.pretrained_model_name_or_path if not os.path.isdir(args.pretrained_model_name_or_path) else None),
+        datasets=[args.dataset_name] if args.dataset_name else None, repo_id=args.hub_model_id, images=images)
+    card.save(Path(args.output_dir, "README.md"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""ITER's training objectives (official-iter.md §5), as plain functions of the networks and a batch.
+
+Stage I trains the Swin-VQGAN as an autoencoder. Stages II/III train, on top of the frozen VQGAN, E_l (token
+cross-entropy), φ_e (class-balanced CE on S_l plus a mask loss on φ_r's tokens) and φ_r (refinement CE on a
+cosine-masked ground truth, weighted per sample by its masked fraction, plus a perceptual loss through the
+frozen decoder with a straight-through Gumbel-softmax).
+
+Two official behaviours are reproduced by default and can be switched off (see the README):
+
+* ``encoder_pixel_loss=False``: the official code decodes ``gumbel_softmax(...).long()``, which cuts the
+  gradient, so E_l learns from the token CE only. ``True`` lets the L1 + perceptual loss of E_l's own decode
+  reach it through the straight-through estimator.
+* the perceptual loss is averaged over ``cat[E_l output, φ_r output]``; only the φ_r half has a gradient, so
+  φ_r's perceptual term carries weight ½ (``perceptual_weight / 2``) unless ``encoder_pixel_loss`` is on.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .losses import class_balanced_cross_entropy, generator_hinge_loss, ssim_loss
+
+
+def _token_ce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of (B, K, h, w) logits against (B, h, w) targets, computed in fp32."""
+    return F.cross_entropy(logits.float(), targets, reduction=reduction)
+
+
+def straight_through_decode(vqvae, logits: torch.Tensor) -> torch.Tensor:
+    """Render a hard Gumbel-softmax sample of ``logits`` with gradients to the logits (straight-through)."""
+    one_hot = F.gumbel_softmax(logits.float(), tau=1.0, hard=True, dim=1)
+    return vqvae.render(vqvae.quantize.embed_probabilities(one_hot.to(vqvae.dtype)))
+
+
+def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, train=("encoder", "evaluator", "refiner"),
+                    perceptual=None, perceptual_weight: float = 1.0, encoder_pixel_loss: bool = False,
+                    pixel_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+    """Losses of the LQ stage for one batch. Returns (total, named terms for logging, φ_r's decoded image)."""
+    with torch.no_grad():
+        gt_tokens = vqvae.encode_to_indices(hq.to(vqvae.dtype))
+    terms: dict[str, torch.Tensor] = {}
+    logits = encoder(lq).logits
+    if "encoder" in train:
+        terms["token_ce"] = _token_ce(logits, gt_tokens)
+        if encoder_pixel_loss:
+            restored = straight_through_decode(vqvae, logits)
+            terms["encoder_l1"] = pixel_weight * (restored.float() - hq).abs().mean()
+            if perceptual is not None and perceptual_weight > 0:
+                terms["encoder_perceptual"] = 0.5 * perceptual_weight * perceptual(restored.float(), hq)
+    lq_tokens = logits.argmax(dim=1).detach()  # S_l
+
+    crit = evaluator(lq_tokens, lq_tokens).logits
+    trusted = crit.argmax(dim=1).detach().float()  # official: argmax of a no-grad φ_e call (same values)
+    if "evaluator" in train:
+        right = (gt_tokens == lq_tokens).long()
+        terms["evaluator_init"] = class_balanced_cross_entropy(crit.float().permute(0, 2, 3, 1).flatten(0, 2), right.flatten())
+
+    batch, height, width = gt_tokens.shape
+    visible = scheduler.random_visible_mask(batch, height, width, device=gt_tokens.device)
+    refine_logits = refiner(gt_tokens, lq_tokens, visible_mask=visible, trusted_mask=trusted).logits
+    refined_image = None
+    if "refiner" in train:
+        masked_fraction = (1 - visible).flatten(1).mean(1)  # ρ̂_b
+        per_position = _token_ce(refine_logits, gt_tokens, reduction="none").flatten(1)
+        terms["refine_ce"] = (per_position * masked_fraction[:, None]).mean()
+        if perceptual is not None and perceptual_weight > 0:
+            refined_image = straight_through_decode(vqvae, refine_logits)
+            terms["refine_perceptual"] = 0.5 * perceptual_weight * perceptual(refined_image.float(), hq)
+    if "evaluator" in train:
+        refined_tokens = refine_logits.argmax(dim=1).detach()
+        mask_logits = evaluator(refined_tokens, lq_tokens).logits
+        right = (gt_tokens == refined_tokens).long()
+        terms["evaluator_mask"] = _token_ce(mask_logits, right)
+    total = sum(terms.values())
+    terms["token_accuracy"] = (lq_tokens == gt_tokens).float().mean()
+    return total, terms, refined_image
+
+
+def vqgan_losses(vqvae, hq, *, discriminator=None, perceptual=None, l1_weight=1.0, perceptual_weight=1.0,
+                 ssim_weight=1.0, gan_weight=0.1) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """Stage I generator losses: VQ (legacy β) + L1 + perceptual + (1 − SSIM) + hinge GAN. Returns the
+    reconstruction too (for the discriminator step)."""
+    out = vqvae(hq.to(vqvae.dtype))
+    reconstruction = out.sample.float()
+    terms = {"vq": out.commit_loss.float(), "l1": l1_weight * (reconstruction - hq).abs().mean()}
+    if perceptual is not None and perceptual_weight > 0:
+        terms["perceptual"] = perceptual_weight * perceptual(reconstruction, hq)
+    if ssim_weight > 0:
+        terms["ssim"] = ssim_weight * ssim_loss(reconstruction, hq)
+    if discriminator is not None and gan_weight > 0:
+        terms["gan_g"] = gan_weight * generator_hinge_loss(discriminator(reconstruction))
+    return sum(terms.values()), terms, reconstruction
