@@ -350,6 +350,13 @@ def find_resume_checkpoint(args) -> str | None:
 # ------------------------------------------------------------------------------------------------ main
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        train(args)
+    except DatasetError as error:  # unreadable data found while training: one clear line, no traceback
+        raise SystemExit(f"error: {error}") from None
+
+
+def train(args):
     logging_dir = Path(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -372,11 +379,8 @@ def main(argv=None):
     if args.scale is not None and args.scale != scale:
         raise SystemExit(f"error: --scale {args.scale} differs from the encoder's scale_factor {scale}")
     degradation = degradation_config(args)
-    try:
-        train_set, validation = make_datasets(args, accelerator, scale, degradation)
-        val_pairs = validation_pairs(validation, args, scale, degradation) if len(validation) else []
-    except DatasetError as error:
-        raise SystemExit(f"error: {error}") from None
+    train_set, validation = make_datasets(args, accelerator, scale, degradation)
+    val_pairs = validation_pairs(validation, args, scale, degradation) if len(validation) else []
 
     names = trained_names(args)
     trained = {name: components[name] for name in names}

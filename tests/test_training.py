@@ -1,0 +1,195 @@
+"""examples/train_iter.py, launched as users launch it (``accelerate launch``), on scikit-image's CC0 photos."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from iter_diffusers import (ITERDistortionRemovalEncoder, ITERPipeline, ITERRefinementTransformer, ITERTokenEvaluator,
+                            ITERVQModel, MaskedTokenScheduler)
+from iter_diffusers.training.objectives import lq_stage_losses, vqgan_losses
+
+ROOT = Path(__file__).parents[1]
+SCRIPT = ROOT / "examples" / "train_iter.py"
+TINY_CONFIG = ROOT / "configs" / "iter_x4_tiny.json"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    import skimage.data
+
+    folder = tmp_path_factory.mktemp("photos")
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "camera"):
+        PIL.Image.fromarray(getattr(skimage.data, name)()).save(folder / f"{name}.png")
+    return folder
+
+
+def launch(*args, check=True):
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT), *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def common(pretrained, photos, out, steps):
+    return ["--pretrained_model_name_or_path", pretrained, "--train_data_dir", photos, "--resolution", 64,
+            "--train_batch_size", 2, "--max_train_steps", steps, "--checkpointing_steps", 2, "--output_dir", out,
+            "--seed", 0, "--perceptual_weight", 0, "--validation_steps", 1000, "--num_validation_images", 1,
+            "--report_to", "none"]
+
+
+def _weights(folder: Path, name: str) -> dict:
+    return load_file(folder / name / "diffusion_pytorch_model.safetensors")
+
+
+def test_lq_stage_trains_resumes_exactly_and_writes_a_loadable_pipeline(converted_dir, photos, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    launch("--stage", "lq", *common(converted_dir, photos, straight, 4))
+    launch("--stage", "lq", *common(converted_dir, photos, resumed, 2))
+    result = launch("--stage", "lq", *common(converted_dir, photos, resumed, 4), "--resume_from_checkpoint", "latest")
+    assert "resuming from" in result.stdout + result.stderr
+    for name in ("encoder", "evaluator", "refiner"):
+        a, b = _weights(straight, name), _weights(resumed, name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    start = _weights(Path(converted_dir), "refiner")
+    assert any(not torch.equal(start[k], _weights(straight, "refiner")[k]) for k in start), "nothing was trained"
+    assert (straight / "checkpoint-2" / "refiner" / "config.json").is_file()
+    assert (straight / "README.md").read_text().count("pipeline_tag: image-to-image") == 1
+    summary = json.loads((straight / "training_summary.json").read_text())
+    assert summary["steps"] == 4 and np.isfinite(summary["last"]["loss"])
+    pipe = ITERPipeline.from_pretrained(straight)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(torch.rand(1, 3, 20, 24), generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert out.shape == (1, 3, 80, 96)
+
+
+def test_vqgan_stage_from_a_config_with_gan_ema_and_pruning(photos, tmp_path):
+    out = tmp_path / "vq"
+    launch("--stage", "vqgan", "--model_config", TINY_CONFIG, "--train_data_dir", photos, "--resolution", 64,
+           "--train_batch_size", 2, "--max_train_steps", 4, "--checkpointing_steps", 1, "--checkpoints_total_limit", 2,
+           "--output_dir", out, "--seed", 0, "--perceptual_weight", 0, "--use_ema", "--gradient_checkpointing",
+           "--validation_steps", 2, "--num_validation_images", 1, "--report_to", "tensorboard")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-4"]
+    assert (out / "checkpoint-4" / "vqvae_ema").is_dir() and (out / "checkpoint-4" / "discriminator").is_dir()
+    assert (out / "validation" / "step_000002.png").is_file() and (out / "validation_grid.png").is_file()
+    assert list((out / "logs").rglob("events.out.tfevents*")), "no tensorboard log"
+    pipe = ITERPipeline.from_pretrained(out)
+    assert pipe(torch.rand(1, 3, 16, 16), output_type="pt", generator=torch.Generator().manual_seed(0)).images.shape == (1, 3, 64, 64)
+
+
+def test_missing_perceptual_weights_are_refused_plainly(converted_dir, photos, tmp_path):
+    args = common(converted_dir, photos, tmp_path / "p", 1)
+    args[args.index("--perceptual_weight") + 1] = 1
+    result = subprocess.run([sys.executable, str(SCRIPT), "--stage", "lq", *map(str, args)], capture_output=True,
+                            text=True, timeout=600, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode != 0
+    assert "--perceptual_weight 0" in result.stderr and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------------------- data errors
+def run_main(*args):
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import train_iter
+    finally:
+        sys.path.pop(0)
+    return train_iter.main([str(a) for a in args])
+
+
+def test_missing_dataset_folder_is_a_clear_error(converted_dir, tmp_path):
+    with pytest.raises(SystemExit, match="no such directory"):
+        run_main("--stage", "lq", *common(converted_dir, tmp_path / "absent", tmp_path / "o", 1))
+
+
+def test_unknown_image_column_is_a_clear_error(converted_dir, photos, tmp_path):
+    with pytest.raises(SystemExit, match="no column 'pixels'"):
+        run_main("--stage", "lq", *common(converted_dir, photos, tmp_path / "o", 1), "--image_column", "pixels")
+
+
+def test_one_corrupt_image_is_skipped_with_a_log(converted_dir, photos, tmp_path, caplog):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for path in photos.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    run_main("--stage", "lq", *common(converted_dir, folder, tmp_path / "o", 3), "--num_validation_images", 0)
+    assert (tmp_path / "o" / "model_index.json").is_file()
+    assert "skipping unreadable training image" in caplog.text
+
+
+def test_all_images_corrupt_is_an_error(converted_dir, tmp_path):
+    folder = tmp_path / "broken"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
+    with pytest.raises(SystemExit, match="unreadable|cannot load"):
+        run_main("--stage", "lq", *common(converted_dir, folder, tmp_path / "o", 1), "--num_validation_images", 0)
+
+
+# ------------------------------------------------------------------------------------------- objectives learn
+def _tiny(name):
+    config = json.loads(TINY_CONFIG.read_text())[name]
+    cls = {"vqvae": ITERVQModel, "encoder": ITERDistortionRemovalEncoder, "evaluator": ITERTokenEvaluator,
+           "refiner": ITERRefinementTransformer}[name]
+    torch.manual_seed(0)
+    return cls(**config)
+
+
+def test_vqgan_loss_falls_when_overfitting_one_batch():
+    vq = _tiny("vqvae")
+    hq = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    optimizer = torch.optim.Adam(vq.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(25):
+        loss, _, _ = vqgan_losses(vq, hq, ssim_weight=0)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+@pytest.mark.parametrize("train, watched", [(("encoder",), ("token_ce",)),
+                                             (("evaluator", "refiner"), ("evaluator_init", "refine_ce"))])
+def test_lq_losses_fall_when_overfitting_one_batch(train, watched):
+    vq, enc, ev, rf = (_tiny(n) for n in ("vqvae", "encoder", "evaluator", "refiner"))
+    hq = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    lq = torch.nn.functional.avg_pool2d(hq, 4)
+    nets = {"encoder": enc, "evaluator": ev, "refiner": rf}
+    for name, net in nets.items():
+        net.requires_grad_(name in train)
+    vq.requires_grad_(False)
+    optimizer = torch.optim.Adam([p for name in train for p in nets[name].parameters()], lr=2e-3)
+    torch.manual_seed(0)
+    history = []
+    for _ in range(30):
+        loss, terms, _ = lq_stage_losses(vq, enc, ev, rf, MaskedTokenScheduler(), lq, hq, train=train)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        history.append({k: v.item() for k, v in terms.items()})
+    for term in watched:  # the refinement CE is noisy (a new random mask every step): compare 5-step means
+        first, last = (np.mean([h[term] for h in part]) for part in (history[:5], history[-5:]))
+        assert last < 0.8 * first, (term, first, last)
+
+
+def test_encoder_pixel_loss_switch_controls_the_encoder_gradient():
+    """Official behaviour: E_l learns from the token CE only; --encoder_pixel_loss adds the decoded-pixel loss."""
+    vq, enc, ev, rf = (_tiny(n) for n in ("vqvae", "encoder", "evaluator", "refiner"))
+    hq = torch.rand(1, 3, 64, 64)
+    lq = torch.nn.functional.avg_pool2d(hq, 4)
+    _, terms, _ = lq_stage_losses(vq, enc, ev, rf, MaskedTokenScheduler(), lq, hq, train=("encoder",))
+    assert set(terms) == {"token_ce", "token_accuracy"}
+    _, terms, _ = lq_stage_losses(vq, enc, ev, rf, MaskedTokenScheduler(), lq, hq, train=("encoder",),
+                                  encoder_pixel_loss=True)
+    enc.zero_grad()
+    terms["encoder_l1"].backward()
+    assert enc.conv_out.weight.grad is not None and enc.conv_out.weight.grad.abs().sum() > 0
