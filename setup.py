@@ -2,6 +2,14 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
+TRAINING = [
+    "accelerate>=1.0",
+    "datasets>=3.0",
+    "opencv-python-headless>=4.8",
+    "scipy>=1.11",
+    "tensorboard>=2.14",
+]
+
 setup(
     name="iter-diffusers",
     version="0.1.0",
@@ -15,7 +23,8 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"iter_diffusers": ["data/*.npz", "data/*.json"]},
+    package_data={"iter_diffusers": ["data/*.npz", "data/*.md", "pretrained/*/*.json", "pretrained/*/*.md",
+                                     "pretrained/*/*.png", "pretrained/*/*/*"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",
@@ -24,18 +33,18 @@ setup(
         "huggingface-hub>=0.34",
         "numpy>=1.24",
         "pillow>=10.0",
+        "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=8", "scikit-image>=0.22"],
-        "training": [
-            "accelerate>=1.0",
-            "datasets>=3.0",
-            "opencv-python-headless>=4.8",
-            "scipy>=1.11",
-            "tensorboard>=2.14",
-        ],
+        "training": TRAINING,
+        "test": TRAINING + ["pytest>=8", "scikit-image>=0.22"],
     },
-    entry_points={"console_scripts": []},
+    entry_points={
+        "console_scripts": [
+            "iter-sr = iter_diffusers.cli.upscale:main",
+            "iter-sr-eval = iter_diffusers.evaluation.cli:main",
+        ]
+    },
     classifiers=[
         "Programming Language :: Python :: 3",
         "Topic :: Scientific/Engineering :: Image Processing",

@@ -447,7 +447,7 @@ def train(args):
         resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
 
     progress = tqdm(range(max_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
-    history = {"first": None, "last": None}
+    history = {"first": None, "last": None, "validation": None, "validated_at": None}
     step_times = []
     start = time.perf_counter()
     for epoch in range(first_epoch, num_epochs):
@@ -510,8 +510,9 @@ def train(args):
                     accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
                 if val_pairs and global_step % args.validation_steps == 0 and accelerator.is_main_process:
                     with ema_weights(emas, trained, accelerator):
-                        run_validation(assemble_pipeline(components, trained, accelerator), val_pairs, args,
-                                       accelerator, global_step)
+                        history["validation"] = run_validation(assemble_pipeline(components, trained, accelerator),
+                                                               val_pairs, args, accelerator, global_step)
+                    history["validated_at"] = global_step
             if global_step >= max_steps:
                 break
         if global_step >= max_steps:
@@ -525,7 +526,9 @@ def train(args):
         for module in (pipeline.vqvae, pipeline.encoder, pipeline.evaluator, pipeline.refiner):
             if module.dtype != torch.float32:
                 module.to(dtype=torch.float32)
-        metrics = run_validation(pipeline, val_pairs, args, accelerator, global_step) if val_pairs else None
+        metrics = history["validation"]
+        if val_pairs and history["validated_at"] != global_step:  # the final weights, unless just validated
+            metrics = run_validation(pipeline, val_pairs, args, accelerator, global_step)
         pipeline.save_pretrained(args.output_dir)
         elapsed = time.perf_counter() - start
         per_step = elapsed / max(1, len(step_times))

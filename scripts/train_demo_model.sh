@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Reproduces the bundled demo model (src/iter_diffusers/pretrained/iter-demo-x4) on a CPU machine:
+#   bash scripts/train_demo_model.sh
+# Steps and batch sizes can be overridden: VQ_STEPS=... LQ_STEPS=... BATCH=... bash scripts/train_demo_model.sh
+# Everything it downloads or writes goes under data_cache/ (git-ignored) except the final model folder.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VQ_STEPS=${VQ_STEPS:-600}
+LQ_STEPS=${LQ_STEPS:-1500}
+BATCH=${BATCH:-8}
+WORK=${WORK:-data_cache/demo_run}
+DATA=data_cache/demo_dataset_512
+LAUNCH="accelerate launch --cpu --num_processes 1 --mixed_precision no --dynamo_backend no examples/train_iter.py"
+
+# 1. The offline training set (46 train / 10 held-out photos), long sides capped at 512 px.
+[ -f "$DATA/train/metadata.jsonl" ] || python scripts/build_demo_dataset.py --output_dir "$DATA" --max_side 512
+
+# 2. Stage I: the Swin-VQGAN on HQ crops. No VGG weights offline, so no perceptual loss; no GAN in a run this short.
+$LAUNCH --stage vqgan --model_config configs/iter_x4_demo.json --train_data_dir "$DATA/train" \
+  --validation_data_dir "$DATA/val" --num_validation_images 4 --resolution 64 --train_batch_size "$BATCH" \
+  --max_train_steps "$VQ_STEPS" --learning_rate 4e-4 --perceptual_weight 0 --gan_weight 0 \
+  --checkpointing_steps 200 --checkpoints_total_limit 1 --validation_steps 200 --seed 0 \
+  --output_dir "$WORK/vqgan" --resume_from_checkpoint latest
+
+# 3. Stages II/III: E_l, φ_e and φ_r on the frozen VQGAN, LQ synthesised by the light BSRGAN pipeline.
+$LAUNCH --stage lq --pretrained_model_name_or_path "$WORK/vqgan" --train_data_dir "$DATA/train" \
+  --validation_data_dir "$DATA/val" --resolution 64 --train_batch_size "$BATCH" \
+  --max_train_steps "$LQ_STEPS" --learning_rate 4e-4 --perceptual_weight 0 \
+  --checkpointing_steps 500 --checkpoints_total_limit 1 --validation_steps 500 --seed 0 \
+  --output_dir "$WORK/lq" --resume_from_checkpoint latest
+
+# 4. Bundle the pipeline (weights, configs, model card) into the package.
+TARGET=src/iter_diffusers/pretrained/iter-demo-x4
+rm -rf "$TARGET" && mkdir -p "$TARGET"
+cp -r "$WORK/lq"/{model_index.json,README.md,vqvae,encoder,evaluator,refiner,scheduler} "$TARGET"/
+[ -f "$WORK/lq/validation_grid.png" ] && cp "$WORK/lq/validation_grid.png" "$TARGET"/
+echo "bundled model in $TARGET"
