@@ -141,6 +141,7 @@ def parse_args(argv=None):
     out.add_argument("--validation_data_dir", default=None,
                      help="folder of held-out HQ images; default: hold out --num_validation_images training images")
     out.add_argument("--num_validation_images", type=int, default=4)
+    out.add_argument("--validation_resolution", type=int, default=None, help="HQ validation crop side (default: --resolution)")
     out.add_argument("--validation_inference_steps", type=int, default=8)
     out.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none")
     out.add_argument("--logging_dir", default="logs")
@@ -241,10 +242,10 @@ def make_datasets(args, accelerator, scale, degradation):
 
 
 def validation_pairs(validation, args, scale, degradation):
-    """Fixed (LQ, HQ) validation pairs: centre crops of side --resolution, degraded with a fixed seed."""
+    """Fixed (LQ, HQ) validation pairs: crops of side --validation_resolution, degraded with a fixed seed."""
     pairs = []
     for index in range(len(validation)):
-        data = SRTrainDataset(validation, args.resolution, scale, degradation, seed=10_000,
+        data = SRTrainDataset(validation, args.validation_resolution or args.resolution, scale, degradation, seed=10_000,
                               image_column=args.image_column, lq_image_column=args.lq_image_column, augment=False)
         sample = data[index]
         pairs.append((sample["lq"], sample["hq"]))
@@ -269,15 +270,20 @@ def run_validation(pipeline, pairs, args, accelerator, step) -> dict:
     pipeline.set_progress_bar_config(disable=True)
     rows, psnrs, ssims = [], [], []
     for lq, hq in pairs:
-        generator = torch.Generator().manual_seed(args.seed or 0)
-        sr = pipeline(lq, num_inference_steps=args.validation_inference_steps, generator=generator,
-                      output_type="pt", tile_size=None).images[0].cpu()
+        if args.stage == "vqgan":  # stage I: how well the VQGAN reconstructs HQ images
+            vqvae = pipeline.vqvae
+            sr = vqvae(hq[None].to(vqvae.device, vqvae.dtype)).sample[0].float().cpu()
+        else:
+            generator = torch.Generator().manual_seed(args.seed or 0)
+            sr = pipeline(lq, num_inference_steps=args.validation_inference_steps, generator=generator,
+                          output_type="pt", tile_size=None).images[0].cpu()
         to_u8 = lambda t: (t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
         psnrs.append(calculate_psnr(to_u8(sr), to_u8(hq), crop_border=4))
         ssims.append(calculate_ssim(to_u8(sr), to_u8(hq), crop_border=4))
         rows.append([lq, sr, hq])
-    metrics = {"val/psnr": float(np.mean(psnrs)), "val/ssim": float(np.mean(ssims))}
-    grid = image_grid(rows)
+    prefix = "val/reconstruction_" if args.stage == "vqgan" else "val/"
+    metrics = {f"{prefix}psnr": float(np.mean(psnrs)), f"{prefix}ssim": float(np.mean(ssims))}
+    grid = image_grid([row if args.stage == "lq" else row[1:] for row in rows])
     folder = Path(args.output_dir) / "validation"
     folder.mkdir(parents=True, exist_ok=True)
     from PIL import Image
@@ -285,9 +291,9 @@ def run_validation(pipeline, pairs, args, accelerator, step) -> dict:
     Image.fromarray(grid).save(folder / f"step_{step:06d}.png")
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
-            tracker.writer.add_image("validation (LQ | SR | HQ)", grid, step, dataformats="HWC")
+            tracker.writer.add_image("validation", grid, step, dataformats="HWC")
     accelerator.log(metrics, step=step)
-    logger.info(f"step {step}: validation PSNR {metrics['val/psnr']:.2f} dB, SSIM {metrics['val/ssim']:.4f}")
+    logger.info(f"step {step}: validation " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return metrics
 
 
@@ -590,7 +596,8 @@ def write_model_card(pipeline, args, names, degradation, metrics, history, steps
         images = ["validation_grid.png"]
     card = trained_model_card(
         pipeline, title=f"ITER x{pipeline.upscale_factor} ({args.stage} stage, trained with iter-diffusers)",
-        description="Trained with `examples/train_iter.py`. The validation grid shows LQ | output | HQ.",
+        description="Trained with `examples/train_iter.py`. The validation grid shows "
+                    + ("LQ | output | HQ." if args.stage == "lq" else "VQGAN reconstruction | HQ."),
         training=training, metrics=metrics, base_model=None if not args.pretrained_model_name_or_path else
         (args.pretrained_model_name_or_path if not os.path.isdir(args.pretrained_model_name_or_path) else None),
         datasets=[args.dataset_name] if args.dataset_name else None, repo_id=args.hub_model_id, images=images)

@@ -24,7 +24,7 @@ $LAUNCH --stage vqgan --model_config configs/iter_x4_demo.json --train_data_dir 
 
 # 3. Stages II/III: E_l, φ_e and φ_r on the frozen VQGAN, LQ synthesised by the light BSRGAN pipeline.
 $LAUNCH --stage lq --pretrained_model_name_or_path "$WORK/vqgan" --train_data_dir "$DATA/train" \
-  --validation_data_dir "$DATA/val" --resolution 64 --train_batch_size "$BATCH" \
+  --validation_data_dir "$DATA/val" --validation_resolution 256 --resolution 64 --train_batch_size "$BATCH" \
   --max_train_steps "$LQ_STEPS" --learning_rate 4e-4 --perceptual_weight 0 \
   --checkpointing_steps 500 --checkpoints_total_limit 1 --validation_steps 500 --seed 0 \
   --output_dir "$WORK/lq" --resume_from_checkpoint latest

@@ -94,6 +94,12 @@ def _swin_config(state: StateDict, where: str) -> dict:
     )
 
 
+def _swin_fields(swin: dict) -> dict:
+    """The Swin entries of our model configs, from :func:`_swin_config`."""
+    return dict(swin_num_groups=swin["num_groups"], swin_depth=swin["depth"], swin_num_heads=swin["num_heads"],
+                swin_window_size=swin["window_size"], mlp_ratio=swin["mlp_ratio"])
+
+
 def _check_swin_buffers(state: StateDict, where: str, window: int) -> None:
     """Pop the persistent buffers of the Swin blocks after checking that they equal what we recompute."""
     expected_index = relative_position_index(window)
@@ -169,11 +175,7 @@ def infer_vqgan_config(encoder: StateDict, quantize_weight: torch.Tensor) -> dic
         latent_channels=quantize_weight.shape[1],
         num_vq_embeddings=quantize_weight.shape[0],
         swin_dim=swin["dim"],
-        swin_num_groups=swin["num_groups"],
-        swin_depth=swin["depth"],
-        swin_num_heads=swin["num_heads"],
-        swin_window_size=swin["window_size"],
-        mlp_ratio=swin["mlp_ratio"],
+        **_swin_fields(swin),
     )
 
 
@@ -248,11 +250,7 @@ def convert_lq_encoder(part: StateDict, num_vq_embeddings: int) -> ITERDistortio
         base_channels=part["0.weight"].shape[0],
         blocks_per_stage=len(blocks),
         feature_dim=_require(part, f"{proj}.weight", where).shape[0],
-        swin_num_groups=swin["num_groups"],
-        swin_depth=swin["depth"],
-        swin_num_heads=swin["num_heads"],
-        swin_window_size=swin["window_size"],
-        mlp_ratio=swin["mlp_ratio"],
+        **_swin_fields(swin),
         num_vq_embeddings=num_vq_embeddings,
     )
     _check_swin_buffers(part, where, swin["window_size"])
@@ -302,11 +300,7 @@ def convert_token_network(part: StateDict, cls: type, num_vq_embeddings: int, wh
         out_channels=_require(part, "conv_out.2.weight", where).shape[0],
         use_mask_token=inputs == num_vq_embeddings + 1,
         hidden_dim=code_emb.shape[0],
-        swin_num_groups=swin["num_groups"],
-        swin_depth=swin["depth"],
-        swin_num_heads=swin["num_heads"],
-        swin_window_size=swin["window_size"],
-        mlp_ratio=swin["mlp_ratio"],
+        **_swin_fields(swin),
     )
     _check_swin_buffers(part, where, swin["window_size"])
     official_names = {

@@ -12,6 +12,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput
 from diffusers.models.autoencoders.vq_model import VQEncoderOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from .blocks import Downsample, ResnetBlock, Upsample, group_norm
@@ -224,6 +225,9 @@ class ITERVQModel(ModelMixin, ConfigMixin):
         """Pixels per token along each side."""
         return 2 ** (len(self.config.channel_multipliers) - 1)
 
+    # encode/decode are called outside ``forward`` (by the pipeline and training), so, as in diffusers' VQModel, they
+    # trigger the model-CPU-offload hook themselves; otherwise the offloaded VQGAN would stay on the CPU.
+    @apply_forward_hook
     def encode(self, x: torch.Tensor, return_dict: bool = True):
         """Image in [0, 1] (B, 3, H, W) -> pre-quantisation latents (B, C, H/8, W/8)."""
         latents = self.encoder(x.clamp(0, 1) * 2 - 1)
@@ -233,6 +237,7 @@ class ITERVQModel(ModelMixin, ConfigMixin):
         """Image in [0, 1] -> codebook indices (B, H/8, W/8): the ground-truth tokens of ITER's LQ stage."""
         return self.quantize.indices(self.encode(x).latents)
 
+    @apply_forward_hook
     def decode(
         self,
         h: torch.Tensor,

@@ -75,22 +75,37 @@ class ITERPipeline(DiffusionPipeline):
         return self.encoder.config.scale_factor
 
     @property
-    def num_timesteps(self) -> int:
-        return self._num_timesteps
+    def num_timesteps(self) -> int | None:
+        return getattr(self, "_num_timesteps", None)  # None before the first call
 
     @property
     def interrupt(self) -> bool:
-        return self._interrupt
+        return getattr(self, "_interrupt", False)
 
     # ------------------------------------------------------------------ checks
     def check_inputs(self, num_inference_steps, output_type, tile_size, tile_padding, latents,
-                     return_intermediates, callback_on_step_end_tensor_inputs):
+                     return_intermediates, callback_on_step_end_tensor_inputs, num_images_per_prompt=1,
+                     callback_on_step_end=None, token_temperature=None, mask_temperature=None):
         if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
+        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) \
+                or num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be a positive int, got {num_images_per_prompt!r}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        if tile_size not in (None, "auto") and (not isinstance(tile_size, int) or tile_size < 1):
+        if tile_size not in (None, "auto") and (
+            isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1
+        ):
             raise ValueError(f"tile_size must be None, 'auto' or a positive int, got {tile_size!r}")
+        for name, value in (("token_temperature", token_temperature), ("mask_temperature", mask_temperature)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value!r}")
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(f"callback_on_step_end must be callable, got {type(callback_on_step_end).__name__}")
+        if latents is not None and (not isinstance(latents, torch.Tensor) or latents.dtype not in
+                                    (torch.int64, torch.int32, torch.int16, torch.uint8)):
+            raise TypeError("latents must be an integer tensor of token ids (B, h, w), got "
+                            f"{latents.dtype if isinstance(latents, torch.Tensor) else type(latents).__name__}")
         if not isinstance(tile_padding, int) or tile_padding < 0:
             raise ValueError(f"tile_padding must be a non-negative int, got {tile_padding!r}")
         if latents is not None and isinstance(tile_size, int):
@@ -112,6 +127,23 @@ class ITERPipeline(DiffusionPipeline):
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}")
         return [generator] * num_images
+
+    def _check_latents(self, latents: torch.Tensor, image: torch.Tensor, num_inputs: int, per_prompt: int):
+        """Initial token ids for the padded token grid of ``image``: (num_inputs or num_inputs·per_prompt, h, w)."""
+        multiple, per_token = self.encoder.pad_multiple, self.encoder.pixels_per_token
+        grid = tuple((side // multiple + 1) * multiple // per_token for side in image.shape[1:])
+        allowed = {num_inputs, num_inputs * per_prompt}
+        if latents.ndim != 3 or tuple(latents.shape[1:]) != grid or latents.shape[0] not in allowed:
+            raise ValueError(
+                f"latents must have shape (B, {grid[0]}, {grid[1]}) with B in {sorted(allowed)} for this input, "
+                f"got {tuple(latents.shape)}"
+            )
+        num_codes = self.encoder.config.num_vq_embeddings
+        if latents.min().item() < 0 or latents.max().item() >= num_codes:
+            raise ValueError(f"latents must be token ids in [0, {num_codes}), got [{latents.min()}, {latents.max()}]")
+        if latents.shape[0] != num_inputs * per_prompt:
+            latents = latents.repeat_interleave(per_prompt, dim=0)
+        return latents
 
     # ------------------------------------------------------------------ the algorithm
     def _run(
@@ -170,8 +202,6 @@ class ITERPipeline(DiffusionPipeline):
                 logits = self.refiner(tokens[idx], lq_tokens[idx], visible_mask=kept[idx], trusted_mask=trusted[idx]).logits
                 tokens[idx] = scheduler.step(logits, t, tokens[idx], gens, token_temperature).prev_sample
                 step_kept[idx] = kept[idx]
-                if i < num_inference_steps - 1:  # φ_e after the last step would be wasted
-                    evaluator_logits[idx] = self.evaluator(tokens[idx], lq_tokens[idx]).logits.to(evaluator_logits.dtype)
 
             if callback_on_step_end is not None:
                 callback_kwargs = {}
@@ -182,6 +212,10 @@ class ITERPipeline(DiffusionPipeline):
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                 tokens = callback_outputs.pop("latents", tokens)
                 kept = callback_outputs.pop("kept_mask", kept)
+            # φ_e judges the tokens the next step starts from (after the callback, which may replace them);
+            # after the last step it would be wasted.
+            if active and i < num_inference_steps - 1:
+                evaluator_logits[idx] = self.evaluator(tokens[idx], lq_tokens[idx]).logits.to(evaluator_logits.dtype)
             if return_intermediates:
                 step_tokens.append(tokens.clone())
                 step_masks.append(step_kept.cpu())
@@ -250,7 +284,9 @@ class ITERPipeline(DiffusionPipeline):
             token_temperature / mask_temperature: sampling temperatures (default: the scheduler's, 1.0).
             num_images_per_prompt: samples per input image (they differ through the generator).
             generator: one generator, or one per output image, for every random draw.
-            latents: initial token ids S_l (B, h, w) replacing E_l's (untiled same-size batches only).
+            latents: initial token ids S_l (B, h, w) replacing E_l's (untiled same-size batches only); (h, w) is the
+                padded input's token grid, B the number of inputs (repeated ``num_images_per_prompt`` times) or of
+                outputs.
             tile_size: LQ tile side for tiled inference; ``None`` never tiles; ``"auto"`` tiles with 256-pixel
                 tiles when H·W ≥ 720², as the official script does.
             tile_padding: LQ pixels of context around each tile (official 16).
@@ -266,10 +302,12 @@ class ITERPipeline(DiffusionPipeline):
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         self.check_inputs(num_inference_steps, output_type, tile_size, tile_padding, latents,
-                          return_intermediates, callback_on_step_end_tensor_inputs)
+                          return_intermediates, callback_on_step_end_tensor_inputs, num_images_per_prompt,
+                          callback_on_step_end, token_temperature, mask_temperature)
         if image is None:
             raise ValueError("image is required")
-        images = [x for x in to_image_tensors(image) for _ in range(num_images_per_prompt)]
+        inputs = to_image_tensors(image)
+        images = [x for x in inputs for _ in range(num_images_per_prompt)]
         generators = self._per_image_generators(generator, len(images))
         self._interrupt = False
         self._num_timesteps = num_inference_steps
@@ -282,14 +320,18 @@ class ITERPipeline(DiffusionPipeline):
             tile_for[n] = size
         if (return_intermediates or latents is not None) and any(v is not None for v in tile_for.values()):
             raise ValueError("return_intermediates and latents are not supported with tiling; pass tile_size=None")
+        if output_type == "latent" and any(v is not None for v in tile_for.values()):
+            raise ValueError('output_type="latent" is not available for tiled inference; pass tile_size=None')
 
         # Same-size untiled images run together; every rule is per image, so grouping never changes results.
         groups: dict[tuple, list[int]] = {}
         for n, x in enumerate(images):
             key = ("tile", n) if tile_for[n] is not None else ("batch", tuple(x.shape))
             groups.setdefault(key, []).append(n)
-        if latents is not None and len(groups) != 1:
-            raise ValueError("latents can only be given for a batch of same-size images")
+        if latents is not None:
+            if len(groups) != 1:
+                raise ValueError("latents can only be given for a batch of same-size images")
+            latents = self._check_latents(latents, images[0], len(inputs), num_images_per_prompt)
 
         run_kwargs = dict(
             num_inference_steps=num_inference_steps,
@@ -341,11 +383,13 @@ class ITERPipeline(DiffusionPipeline):
                 return postprocess(torch.cat(tensors), output_type)
             return [postprocess(t, output_type)[0] for t in tensors]
 
+        def collect_tokens(tokens: list[torch.Tensor]):
+            return torch.cat(tokens) if same_size else [t[0] for t in tokens]
+
         if output_type == "latent":
             if any(r.tokens is None for r in results):
                 raise ValueError('output_type="latent" is not available for tiled inference')
-            tokens = [r.tokens for r in results]
-            images = torch.cat(tokens) if same_size else [t[0] for t in tokens]
+            images = collect_tokens([r.tokens for r in results])
         else:
             images = collect([r.images for r in results])
         if not return_intermediates:
@@ -354,6 +398,9 @@ class ITERPipeline(DiffusionPipeline):
         num_steps = len(results[0].step_tokens)
         step_images = []
         for step in range(num_steps):
+            if output_type == "latent":  # the token map after each step, like ``images``
+                step_images.append(collect_tokens([r.step_tokens[step] for r in results]))
+                continue
             decoded = []
             for r, x in zip(results, inputs):
                 crop = (..., slice(0, x.shape[1] * s), slice(0, x.shape[2] * s))

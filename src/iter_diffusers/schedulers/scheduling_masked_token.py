@@ -45,16 +45,27 @@ def masking_ratio(r: torch.Tensor, schedule: str) -> torch.Tensor:
         return 1 - r
     if schedule == "cosine":
         return torch.cos(r * math.pi / 2)
-    if schedule.startswith("pow"):
-        return 1.0 - r ** float(schedule[3:])
-    if schedule.startswith("exp"):
-        base = float(schedule[3:])
-        return (base - 1) / base * (1.0 - base ** (r - 1))
-    raise ValueError(f"unknown masking_schedule {schedule!r}; expected one of {MASKING_SCHEDULES}")
+    if isinstance(schedule, str) and schedule[:3] in ("pow", "exp"):
+        try:
+            value = float(schedule[3:])
+        except ValueError:
+            value = float("nan")
+        if math.isfinite(value) and value > 0:
+            if schedule.startswith("pow"):
+                return 1.0 - r**value
+            return (value - 1) / value * (1.0 - value ** (r - 1))
+    raise ValueError(
+        f"unknown masking_schedule {schedule!r}; expected one of {MASKING_SCHEDULES} (X a positive number)"
+    )
 
 
 def _generator_for(generator: GeneratorArg, index: int) -> torch.Generator | None:
     return generator[index] if isinstance(generator, list) else generator
+
+
+def _check_generators(generator: GeneratorArg, batch: int) -> None:
+    if isinstance(generator, list) and len(generator) != batch:
+        raise ValueError(f"got {len(generator)} generators for a batch of {batch}; pass one per image or a single one")
 
 
 def _multinomial(probs: torch.Tensor, num_samples: int, replacement: bool, generator: torch.Generator | None):
@@ -135,6 +146,7 @@ class MaskedTokenScheduler(SchedulerMixin, ConfigMixin):
         target = max(1, self.num_kept_tokens(timestep, height, width))
         probs = (evaluator_logits.float() / temperature).softmax(dim=1)[:, 1] * (1 - kept_mask)
         new_mask = kept_mask.clone()
+        _check_generators(generator, kept_mask.shape[0])
         for b in range(kept_mask.shape[0]):
             k = max(1, target - int(kept_mask[b].sum().item()))
             picked = _multinomial(probs[b].flatten() + 1e-8, k, False, _generator_for(generator, b))
@@ -163,6 +175,7 @@ class MaskedTokenScheduler(SchedulerMixin, ConfigMixin):
         batch, codes, height, width = model_output.shape
         logits = (model_output.float() / temperature).permute(0, 2, 3, 1).reshape(batch, height * width, codes)
         tokens = torch.empty_like(sample)
+        _check_generators(generator, batch)
         for b in range(batch):
             # torch.distributions.Categorical(logits).sample(), with a generator.
             probs = (logits[b] - logits[b].logsumexp(dim=-1, keepdim=True)).softmax(dim=-1)

@@ -1,0 +1,314 @@
+"""The ITER networks as diffusers models: save/load, outputs, determinism, gradient checkpointing, VQ API."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from iter_diffusers import ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITERTokenEvaluator, ITERVQModel
+
+K = 16  # codebook size of the tiny models
+SWIN = dict(swin_num_groups=1, swin_depth=2, swin_num_heads=2, swin_window_size=4, mlp_ratio=2.0)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def tiny_vq():
+    torch.manual_seed(0)
+    return ITERVQModel(
+        base_channels=8, channel_multipliers=(1, 2, 2), layers_per_block=1, latent_channels=8, num_vq_embeddings=K,
+        swin_dim=16, swin_num_groups=1, swin_depth=2, swin_num_heads=2, swin_window_size=4, mlp_ratio=2.0,
+    )
+
+
+def tiny_encoder(scale: int):
+    torch.manual_seed(0)
+    return ITERDistortionRemovalEncoder(
+        scale_factor=scale, base_channels=8, blocks_per_stage=1, feature_dim=16, num_vq_embeddings=K, norm_groups=4,
+        **SWIN,
+    )
+
+
+def tiny_evaluator():
+    torch.manual_seed(0)
+    return ITERTokenEvaluator(num_vq_embeddings=K, out_channels=2, hidden_dim=16, **SWIN)
+
+
+def tiny_refiner():
+    torch.manual_seed(0)
+    return ITERRefinementTransformer(num_vq_embeddings=K, out_channels=K, use_mask_token=True, hidden_dim=16, **SWIN)
+
+
+def token_inputs(with_masks: bool, batch=2, h=4, w=8):
+    inputs = {
+        "tokens": torch.randint(0, K, (batch, h, w), generator=gen(1)),
+        "condition_tokens": torch.randint(0, K, (batch, h, w), generator=gen(2)),
+    }
+    if with_masks:
+        inputs["visible_mask"] = (torch.rand(batch, h, w, generator=gen(3)) < 0.5).float()
+        inputs["trusted_mask"] = (torch.rand(batch, h, w, generator=gen(4)) < 0.5).float()
+    return inputs
+
+
+# name -> (model factory, inputs factory, output shape, output field)
+CASES = {
+    "vqvae": (tiny_vq, lambda: {"sample": torch.rand(2, 3, 16, 32, generator=gen(5))}, (2, 3, 16, 32), "sample"),
+    "encoder_x4": (
+        lambda: tiny_encoder(4), lambda: {"sample": torch.rand(2, 3, 8, 16, generator=gen(5))}, (2, K, 4, 8), "logits"
+    ),
+    "encoder_x2": (
+        lambda: tiny_encoder(2), lambda: {"sample": torch.rand(2, 3, 16, 32, generator=gen(5))}, (2, K, 4, 8), "logits"
+    ),
+    "evaluator": (tiny_evaluator, lambda: token_inputs(False), (2, 2, 4, 8), "logits"),
+    "refiner": (tiny_refiner, lambda: token_inputs(True), (2, K, 4, 8), "logits"),
+}
+
+
+@pytest.fixture(params=list(CASES))
+def case(request):
+    make_model, make_inputs, shape, field = CASES[request.param]
+    return make_model(), make_inputs(), shape, field
+
+
+def _out(model, inputs, field):
+    with torch.no_grad():
+        return getattr(model(**inputs), field)
+
+
+# ---------------------------------------------------------------------------------------------- generic
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_save_load_round_trip(case, tmp_path, safe):
+    model, inputs, _, field = case
+    model.eval()
+    model.save_pretrained(tmp_path, safe_serialization=safe)
+    weights = "diffusion_pytorch_model." + ("safetensors" if safe else "bin")
+    assert (tmp_path / weights).is_file() and (tmp_path / "config.json").is_file()
+    loaded = type(model).from_pretrained(tmp_path)
+    assert not loaded.training
+    public = lambda config: json.loads(json.dumps({k: v for k, v in config.items() if not k.startswith("_")}))  # noqa
+    assert public(loaded.config) == public(model.config)
+    state, loaded_state = model.state_dict(), loaded.state_dict()
+    assert state.keys() == loaded_state.keys()
+    assert all(torch.equal(state[k], loaded_state[k]) for k in state)
+    assert torch.equal(_out(model, inputs, field), _out(loaded, inputs, field))
+
+
+def test_load_dtype(case, tmp_path):
+    model, inputs, _, field = case
+    model.save_pretrained(tmp_path)
+    loaded = type(model).from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert loaded.dtype == torch.bfloat16
+    assert all(p.dtype == torch.bfloat16 for p in loaded.parameters())
+
+
+def test_return_dict_false_and_shapes(case):
+    model, inputs, shape, field = case
+    model.eval()
+    with torch.no_grad():
+        as_dict = model(**inputs)
+        as_tuple = model(**inputs, return_dict=False)
+    assert isinstance(as_tuple, tuple)
+    assert getattr(as_dict, field).shape == shape
+    assert torch.equal(getattr(as_dict, field), as_tuple[0])
+    assert torch.isfinite(as_tuple[0]).all()
+
+
+def test_determinism(case):
+    model, inputs, _, field = case
+    model.eval()
+    assert torch.equal(_out(model, inputs, field), _out(model, inputs, field))
+
+
+def _loss_and_grads(model, inputs, field):
+    model.zero_grad(set_to_none=True)
+    out = model(**inputs)
+    loss = getattr(out, field).float().square().mean()
+    if field == "sample":
+        loss = loss + out.commit_loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_gradient_checkpointing_equivalence(case):
+    model, inputs, _, field = case
+    model.train()
+    loss, grads = _loss_and_grads(model, inputs, field)
+    assert not model.is_gradient_checkpointing
+    model.enable_gradient_checkpointing()
+    assert model.is_gradient_checkpointing
+
+    # prove the checkpointed path is taken
+    calls = []
+    for module in model.modules():
+        if getattr(module, "gradient_checkpointing", False):
+            inner = module._gradient_checkpointing_func
+
+            def counting(*args, _inner=inner, **kwargs):
+                calls.append(1)
+                return _inner(*args, **kwargs)
+
+            module._gradient_checkpointing_func = counting
+    loss_ckpt, grads_ckpt = _loss_and_grads(model, inputs, field)
+    assert calls, "gradient checkpointing was enabled but never used"
+    assert torch.allclose(loss, loss_ckpt, atol=1e-5, rtol=0)
+    assert grads.keys() == grads_ckpt.keys() and len(grads) > 0
+    for name in grads:
+        assert torch.allclose(grads[name], grads_ckpt[name], atol=1e-5, rtol=0), name
+    model.disable_gradient_checkpointing()
+    assert not model.is_gradient_checkpointing
+
+
+# ---------------------------------------------------------------------------------------------- VQ model
+
+
+def test_vq_api_shapes_and_decode_paths():
+    vq = tiny_vq().eval()
+    assert vq.scale_factor == 4
+    x = torch.rand(2, 3, 16, 32, generator=gen(6))
+    with torch.no_grad():
+        latents = vq.encode(x).latents
+        assert latents.shape == (2, 8, 4, 8)
+        assert torch.equal(vq.encode(x, return_dict=False)[0], latents)
+        z_q, loss, (_, _, indices) = vq.quantize(latents)
+        assert z_q.shape == latents.shape and loss.ndim == 0
+        assert indices.shape == (2, 4, 8) and indices.dtype == torch.int64
+        assert torch.equal(vq.encode_to_indices(x), indices)
+        # nearest codebook entry
+        codebook = vq.quantize.embedding.weight
+        flat = latents.permute(0, 2, 3, 1).reshape(-1, 8)
+        assert torch.equal(torch.cdist(flat, codebook).argmin(1), indices.flatten())
+
+        from_indices = vq.decode(indices).sample
+        from_flat = vq.decode(indices.flatten(), force_not_quantize=True, shape=(2, 4, 8, 8)).sample
+        from_quantized = vq.decode(z_q, force_not_quantize=True).sample
+        from_latents = vq.decode(latents).sample  # quantised inside
+        tup = vq.decode(indices, return_dict=False)
+    assert from_indices.shape == (2, 3, 16, 32)
+    assert 0 <= from_indices.min() and from_indices.max() <= 1
+    assert torch.equal(from_indices, from_flat)
+    assert torch.equal(from_indices, tup[0])
+    assert (from_indices - from_quantized).abs().max() < 1e-5
+    assert (from_indices - from_latents).abs().max() < 1e-5
+
+
+def test_vq_get_codebook_entry_flat_indices():
+    vq = tiny_vq()
+    indices = torch.randint(0, K, (2, 3, 5), generator=gen(7))
+    with torch.no_grad():
+        entries = vq.quantize.get_codebook_entry(indices.flatten(), shape=(2, 3, 5, 8))
+        unflat = vq.quantize.get_codebook_entry(indices)
+    assert entries.shape == (2, 8, 3, 5)
+    expected = vq.quantize.embedding.weight[indices].permute(0, 3, 1, 2)
+    assert torch.equal(entries, expected) and torch.equal(unflat, expected)
+
+
+def test_vq_embed_probabilities_one_hot_equals_lookup():
+    vq = tiny_vq()
+    indices = torch.randint(0, K, (1, 4, 4), generator=gen(8))
+    one_hot = F.one_hot(indices, K).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        assert torch.allclose(vq.quantize.embed_probabilities(one_hot), vq.quantize.get_codebook_entry(indices))
+
+
+def test_vq_forward_commit_loss_legacy_placement():
+    vq = tiny_vq().eval()
+    x = torch.rand(1, 3, 16, 16, generator=gen(9))
+    with torch.no_grad():
+        out = vq(x)
+        z = vq.encode(x).latents
+        zq = vq.quantize.get_codebook_entry(vq.quantize.indices(z))
+    mse = torch.mean((zq - z) ** 2)
+    assert torch.allclose(out.commit_loss, mse * (1 + vq.config.commitment_beta), atol=1e-7)
+    assert out.sample.shape == x.shape
+
+
+# ---------------------------------------------------------------------------------------------- token networks
+
+
+def _explicit_one_hot_combine(model, tokens, condition, visible=None, trusted=None):
+    """The official formulation: one-hot (+ mask channel) maps through a bias-free 1x1 conv, then a 1x1 combine."""
+    num_rows = model.code_embedding.num_embeddings
+    weight = model.code_embedding.weight.t()[:, :, None, None]  # (hidden, rows, 1, 1)
+
+    def one_hot(t, keep, flag):
+        x = F.one_hot(t, num_rows).permute(0, 3, 1, 2).float()
+        if keep is not None:
+            x = x * keep[:, None]
+        if flag is not None:
+            x[:, K] = x[:, K] + flag  # the mask channel
+        return x
+
+    x = one_hot(tokens, visible, None if visible is None else 1 - visible)
+    c = one_hot(condition, None, None if trusted is None else 1 - trusted)
+    h = torch.cat([F.conv2d(x, weight), F.conv2d(c, weight)], dim=1)
+    return F.conv2d(h, model.combine.weight[:, :, None, None])
+
+
+@pytest.mark.parametrize("which", ["evaluator", "refiner"])
+def test_embedding_lookup_equals_one_hot_conv(which):
+    model = (tiny_evaluator if which == "evaluator" else tiny_refiner)().eval()
+    inputs = token_inputs(which == "refiner")
+    captured = {}
+    model.swin.register_forward_pre_hook(lambda m, args: captured.setdefault("h", args[0]))
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        expected_h = _explicit_one_hot_combine(
+            model, inputs["tokens"], inputs["condition_tokens"], inputs.get("visible_mask"), inputs.get("trusted_mask")
+        )
+        expected_logits = model.conv_out(F.silu(model.norm_out(model.swin(expected_h))))
+    assert (captured["h"] - expected_h).abs().max() < 1e-5
+    assert (logits - expected_logits).abs().max() < 1e-5
+
+
+def test_refiner_mask_semantics():
+    """Hidden positions ignore the token under them; untrusted condition positions carry the mask embedding."""
+    model = tiny_refiner().eval()
+    inputs = token_inputs(True)
+    other = dict(inputs)
+    hidden = inputs["visible_mask"] == 0
+    other["tokens"] = torch.where(hidden, (inputs["tokens"] + 1) % K, inputs["tokens"])
+    with torch.no_grad():
+        assert torch.equal(model(**inputs).logits, model(**other).logits)
+        trusted_all = dict(inputs, trusted_mask=torch.ones_like(inputs["trusted_mask"]))
+        assert not torch.equal(model(**inputs).logits, model(**trusted_all).logits)
+    assert model.mask_token_id == K
+    assert tiny_evaluator().mask_token_id is None
+
+
+def test_evaluator_rejects_masks():
+    with pytest.raises(ValueError, match="mask token"):
+        tiny_evaluator()(**token_inputs(True))
+
+
+def test_encoder_scale_validation_and_geometry():
+    assert tiny_encoder(4).pixels_per_token == 2 and tiny_encoder(4).pad_multiple == 8
+    assert tiny_encoder(2).pixels_per_token == 4 and tiny_encoder(2).pad_multiple == 16
+    with pytest.raises(ValueError, match="scale_factor"):
+        ITERDistortionRemovalEncoder(scale_factor=3)
+
+
+# ---------------------------------------------------------------------------------------------- window-size errors
+
+WINDOW = "multiples of the window size"
+
+
+def test_window_size_errors():
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=WINDOW):
+            tiny_encoder(4)(torch.rand(1, 3, 8, 12))  # 4x6 tokens
+        with pytest.raises(ValueError, match=WINDOW):
+            tiny_encoder(2)(torch.rand(1, 3, 16, 24))  # 4x6 tokens
+        with pytest.raises(ValueError, match=WINDOW):
+            tiny_evaluator()(**token_inputs(False, h=4, w=6))
+        with pytest.raises(ValueError, match=WINDOW):
+            tiny_refiner()(**token_inputs(True, h=6, w=4))
+        vq = tiny_vq()
+        with pytest.raises(ValueError, match=WINDOW):
+            vq.decode(torch.zeros(1, 4, 6, dtype=torch.long))
+        with pytest.raises(ValueError, match=WINDOW):
+            vq.encode(torch.rand(1, 3, 16, 24))  # latents 4x6
