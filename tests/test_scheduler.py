@@ -360,3 +360,16 @@ def test_random_visible_mask_hides_exact_count(size):
     assert torch.all(hidden >= 1)
     again = scheduler.random_visible_mask(batch, h, w, generator=gen(9))
     assert torch.equal(mask, again)
+
+
+def test_step_accepts_the_sequence_form():
+    scheduler = MaskedTokenScheduler()
+    scheduler.set_timesteps(4)
+    logits = torch.randn(2, 16, 5, 7, generator=torch.Generator().manual_seed(0))
+    grid = scheduler.step(logits, scheduler.timesteps[0], torch.zeros(2, 5, 7, dtype=torch.long),
+                          generator=torch.Generator().manual_seed(3))
+    flat = scheduler.step(logits.flatten(2), scheduler.timesteps[0], torch.zeros(2, 35, dtype=torch.long),
+                          generator=torch.Generator().manual_seed(3))
+    assert flat.prev_sample.shape == (2, 35)
+    assert torch.equal(flat.prev_sample, grid.prev_sample.flatten(1))
+    assert torch.equal(flat.pred_original_sample, grid.pred_original_sample.flatten(1))

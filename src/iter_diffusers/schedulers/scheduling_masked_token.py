@@ -166,9 +166,16 @@ class MaskedTokenScheduler(SchedulerMixin, ConfigMixin):
     ) -> MaskedTokenSchedulerOutput | tuple:
         """Draw the new token map from φ_r's logits ``model_output`` (B, K, h, w) at every position.
 
+        The sequence form, (B, K, L) logits with a (B, L) ``sample``, is accepted too.
+
         ``sample`` (B, h, w) is the current map (only its shape and device are used: ITER re-samples kept
         positions too).
         """
+        if model_output.ndim == 3 and sample.ndim == 2:  # sequence form: (B, K, L) logits, (B, L) tokens
+            prev, pred = self.step(model_output.unsqueeze(2), timestep, sample.unsqueeze(1), generator,
+                                   token_temperature, return_dict=False)
+            prev, pred = prev.squeeze(1), pred.squeeze(1)
+            return MaskedTokenSchedulerOutput(prev, pred) if return_dict else (prev, pred)
         if model_output.shape[0] != sample.shape[0] or model_output.shape[2:] != sample.shape[1:]:
             raise ValueError(f"model_output {tuple(model_output.shape)} does not match sample {tuple(sample.shape)}")
         temperature = self.config.token_temperature if token_temperature is None else token_temperature
