@@ -38,13 +38,25 @@ def build() -> ITERPipeline:
 
 
 def timed_components(pipe):
-    spent, calls = defaultdict(float), defaultdict(int)
+    """Forward hooks that add up the seconds and calls of each network (the VQGAN: its decoder)."""
+    spent, calls, started = defaultdict(float), defaultdict(int), {}
+
+    def before(name):
+        def hook(module, args):
+            started[name] = time.perf_counter()
+        return hook
+
+    def after(name):
+        def hook(module, args, output):
+            spent[name] += time.perf_counter() - started[name]
+            calls[name] += 1
+        return hook
+
     for name in ("encoder", "evaluator", "refiner", "vqvae"):
         module = getattr(pipe, name)
         target = module.decoder if name == "vqvae" else module
-        target.register_forward_pre_hook(lambda m, a, name=name: spent.__setitem__(name + "_t0", time.perf_counter()))
-        target.register_forward_hook(lambda m, a, o, name=name: (spent.__setitem__(name, spent[name] + time.perf_counter() - spent[name + "_t0"]),
-                                                                  calls.__setitem__(name, calls[name] + 1)))
+        target.register_forward_pre_hook(before(name))
+        target.register_forward_hook(after(name))
     return spent, calls
 
 

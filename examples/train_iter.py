@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
@@ -43,6 +43,7 @@ from iter_diffusers import (
 )
 from iter_diffusers.evaluation.metrics import calculate_psnr, calculate_ssim
 from iter_diffusers.model_card import trained_model_card
+from iter_diffusers.training.codebook import DeadCodeRestarter
 from iter_diffusers.training.data import DatasetError, SRTrainDataset, collate, load_image_dataset
 from iter_diffusers.training.degradations import BSRGANLightConfig, RealESRGANConfig, degrade, degradation_config_from_dict
 from iter_diffusers.training.losses import (
@@ -132,6 +133,9 @@ def parse_args(argv=None):
                       help="fix: let E_l's L1 + perceptual loss reach it through the straight-through decode "
                            "(the official .long() cuts it; E_l then learns from the token CE only)")
     loss.add_argument("--codebook_beta", type=float, default=None, help="vqgan stage: override the VQ β (0.25)")
+    loss.add_argument("--codebook_restart_steps", type=int, default=0,
+                      help="vqgan stage: every N steps, restart codes unused since the last restart with batch "
+                           "latents (not in the official recipe; prevents codebook collapse in short runs). 0: off")
     out = p.add_argument_group("checkpoints, validation and output")
     out.add_argument("--output_dir", required=True)
     out.add_argument("--checkpointing_steps", type=int, default=500)
@@ -434,6 +438,10 @@ def train(args):
     for ema in emas.values():
         ema.to(accelerator.device)
     register_checkpoint_hooks(accelerator, trained_with_disc, emas)
+    restarter = None
+    if args.stage == "vqgan" and args.codebook_restart_steps > 0:
+        restarter = DeadCodeRestarter(accelerator.unwrap_model(trained["vqvae"]).quantize, args.codebook_restart_steps,
+                                      torch.Generator().manual_seed(args.seed or 0))
 
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     num_epochs = math.ceil(max_steps / steps_per_epoch)
@@ -499,6 +507,9 @@ def train(args):
                     terms["gan_d"] = d_loss
 
             if accelerator.sync_gradients:
+                if restarter is not None:
+                    terms["restarted_codes"] = torch.tensor(float(restarter.step(
+                        global_step + 1, broadcast if accelerator.num_processes > 1 else None)))
                 for name, ema in emas.items():
                     ema.step(accelerator.unwrap_model(trained[name]).parameters())
                 global_step += 1
@@ -586,6 +597,7 @@ def write_model_card(pipeline, args, names, degradation, metrics, history, steps
                   f"{' (LQ GAN on)' if args.lq_gan else ''}{', E_l pixel loss on' if args.encoder_pixel_loss else ''}",
         "mixed precision": accelerator.mixed_precision,
         "EMA": f"decay {args.ema_decay}" if args.use_ema else "off",
+        "codebook restarts": f"every {args.codebook_restart_steps} steps" if args.codebook_restart_steps else "off",
         "time per step": f"{per_step:.2f} s",
         "loss (first → last step)": f"{history['first']['loss']:.4f} → {history['last']['loss']:.4f}" if history["first"] else "n/a",
     }

@@ -5,7 +5,7 @@
 # Everything it downloads or writes goes under data_cache/ (git-ignored) except the final model folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VQ_STEPS=${VQ_STEPS:-600}
+VQ_STEPS=${VQ_STEPS:-800}
 LQ_STEPS=${LQ_STEPS:-1500}
 BATCH=${BATCH:-8}
 WORK=${WORK:-data_cache/demo_run}
@@ -15,10 +15,11 @@ LAUNCH="accelerate launch --cpu --num_processes 1 --mixed_precision no --dynamo_
 # 1. The offline training set (46 train / 10 held-out photos), long sides capped at 512 px.
 [ -f "$DATA/train/metadata.jsonl" ] || python scripts/build_demo_dataset.py --output_dir "$DATA" --max_side 512
 
-# 2. Stage I: the Swin-VQGAN on HQ crops. No VGG weights offline, so no perceptual loss; no GAN in a run this short.
+# 2. Stage I: the Swin-VQGAN on HQ crops. No VGG weights offline, so no perceptual loss; no GAN in a run this short;
+#    dead-code restarts every 20 steps (without them the codebook collapsed to 19 of 512 codes in 400 steps).
 $LAUNCH --stage vqgan --model_config configs/iter_x4_demo.json --train_data_dir "$DATA/train" \
-  --validation_data_dir "$DATA/val" --num_validation_images 4 --resolution 64 --train_batch_size "$BATCH" \
-  --max_train_steps "$VQ_STEPS" --learning_rate 4e-4 --perceptual_weight 0 --gan_weight 0 \
+  --validation_data_dir "$DATA/val" --validation_resolution 128 --resolution 64 --train_batch_size "$BATCH" \
+  --max_train_steps "$VQ_STEPS" --learning_rate 4e-4 --perceptual_weight 0 --gan_weight 0 --codebook_restart_steps 20 \
   --checkpointing_steps 200 --checkpoints_total_limit 1 --validation_steps 200 --seed 0 \
   --output_dir "$WORK/vqgan" --resume_from_checkpoint latest
 

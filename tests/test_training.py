@@ -193,3 +193,23 @@ def test_encoder_pixel_loss_switch_controls_the_encoder_gradient():
     enc.zero_grad()
     terms["encoder_l1"].backward()
     assert enc.conv_out.weight.grad is not None and enc.conv_out.weight.grad.abs().sum() > 0
+
+
+def test_dead_code_restarts_revive_unused_codes():
+    from iter_diffusers.training.codebook import DeadCodeRestarter
+
+    vq = _tiny("vqvae").train()
+    restarter = DeadCodeRestarter(vq.quantize, every=2, generator=torch.Generator().manual_seed(0))
+    hq = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    before = vq.quantize.embedding.weight.detach().clone()
+    vqgan_losses(vq, hq, ssim_weight=0)
+    assert restarter.step(1) == 0  # not a restart step
+    vqgan_losses(vq, hq, ssim_weight=0)
+    used = vq.encode_to_indices(hq).unique()
+    restarted = restarter.step(2)
+    after = vq.quantize.embedding.weight.detach()
+    changed = (after != before).any(dim=1)
+    assert restarted == int(changed.sum()) > 0
+    assert not changed[used].any(), "a code in use was replaced"
+    latents = restarter.latents
+    assert all((latents == row).all(dim=1).any() for row in after[changed]), "restarted codes must be batch latents"
