@@ -213,3 +213,24 @@ def test_dead_code_restarts_revive_unused_codes():
     assert not changed[used].any(), "a code in use was replaced"
     latents = restarter.latents
     assert all((latents == row).all(dim=1).any() for row in after[changed]), "restarted codes must be batch latents"
+
+
+def test_paired_dataset_with_an_lq_column(converted_dir, photos, tmp_path):
+    """HQ/LQ pairs from a hub-style dataset folder (parquet with two image columns), as the official paired data."""
+    from datasets import Dataset, Image
+
+    hq_images, lq_images = [], []
+    for path in sorted(photos.iterdir())[:3]:
+        hq = PIL.Image.open(path).convert("RGB").crop((0, 0, 256, 256))
+        hq_images.append(hq)
+        lq_images.append(hq.resize((64, 64), PIL.Image.BICUBIC))
+    folder = tmp_path / "paired"
+    folder.mkdir()
+    dataset = Dataset.from_dict({"hr": hq_images, "lr": lq_images}).cast_column("hr", Image()).cast_column("lr", Image())
+    dataset.to_parquet(str(folder / "train.parquet"))
+    args = common(converted_dir, photos, tmp_path / "o", 2)
+    args[args.index("--train_data_dir"):args.index("--train_data_dir") + 2] = ["--dataset_name", folder]
+    run_main("--stage", "lq", *args, "--image_column", "hr", "--lq_image_column", "lr", "--num_validation_images", 1)
+    assert (tmp_path / "o" / "model_index.json").is_file()
+    with pytest.raises(SystemExit, match="no column 'low'"):
+        run_main("--stage", "lq", *args, "--image_column", "hr", "--lq_image_column", "low")
