@@ -5,8 +5,8 @@
 # Everything it downloads or writes goes under data_cache/ (git-ignored) except the final model folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VQ_STEPS=${VQ_STEPS:-800}
-LQ_STEPS=${LQ_STEPS:-1500}
+VQ_STEPS=${VQ_STEPS:-2400}
+LQ_STEPS=${LQ_STEPS:-3000}
 BATCH=${BATCH:-8}
 WORK=${WORK:-data_cache/demo_run}
 DATA=data_cache/demo_dataset_512
