@@ -45,7 +45,7 @@ from iter_diffusers.evaluation.metrics import calculate_psnr, calculate_ssim
 from iter_diffusers.model_card import trained_model_card
 from iter_diffusers.training.codebook import DeadCodeRestarter
 from iter_diffusers.training.data import DatasetError, SRTrainDataset, collate, load_image_dataset
-from iter_diffusers.training.degradations import BSRGANLightConfig, RealESRGANConfig, degrade, degradation_config_from_dict
+from iter_diffusers.training.degradations import BSRGANLightConfig, RealESRGANConfig, degradation_config_from_dict
 from iter_diffusers.training.losses import (
     UNetDiscriminatorSN,
     VGG16PerceptualLoss,
@@ -197,8 +197,7 @@ def load_components(args) -> dict:
 
 
 def trained_names(args) -> list[str]:
-    names = ["vqvae"] if args.stage == "vqgan" else list(args.train_components)
-    return names
+    return ["vqvae"] if args.stage == "vqgan" else list(args.train_components)
 
 
 def build_perceptual(args, device):
@@ -247,13 +246,9 @@ def make_datasets(args, accelerator, scale, degradation):
 
 def validation_pairs(validation, args, scale, degradation):
     """Fixed (LQ, HQ) validation pairs: crops of side --validation_resolution, degraded with a fixed seed."""
-    pairs = []
-    for index in range(len(validation)):
-        data = SRTrainDataset(validation, args.validation_resolution or args.resolution, scale, degradation, seed=10_000,
-                              image_column=args.image_column, lq_image_column=args.lq_image_column, augment=False)
-        sample = data[index]
-        pairs.append((sample["lq"], sample["hq"]))
-    return pairs
+    data = SRTrainDataset(validation, args.validation_resolution or args.resolution, scale, degradation, seed=10_000,
+                          image_column=args.image_column, lq_image_column=args.lq_image_column, augment=False)
+    return [(sample["lq"], sample["hq"]) for sample in map(data.__getitem__, range(len(data)))]
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -330,12 +325,19 @@ def register_checkpoint_hooks(accelerator, trained: dict, emas: dict):
     accelerator.register_load_state_pre_hook(load_hook)
 
 
+def list_checkpoints(output_dir: str) -> list[str]:
+    """The ``checkpoint-<step>`` folders of a run, oldest first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = (d for d in os.listdir(output_dir) if d.startswith("checkpoint-"))
+    return sorted(found, key=lambda d: int(d.split("-")[1]))
+
+
 def prune_checkpoints(output_dir: str, limit: int | None) -> None:
     """Keep at most ``limit - 1`` checkpoints so that the one about to be written makes ``limit``."""
     if limit is None:
         return
-    checkpoints = sorted((d for d in os.listdir(output_dir) if d.startswith("checkpoint-")),
-                         key=lambda d: int(d.split("-")[1]))
+    checkpoints = list_checkpoints(output_dir)
     for stale in checkpoints[: max(0, len(checkpoints) - limit + 1)]:
         shutil.rmtree(os.path.join(output_dir, stale))
 
@@ -349,8 +351,7 @@ def find_resume_checkpoint(args) -> str | None:
         if not path.is_dir():
             raise SystemExit(f"error: checkpoint {args.resume_from_checkpoint} does not exist")
         return str(path)
-    found = sorted((d for d in os.listdir(args.output_dir) if d.startswith("checkpoint-")) if
-                   os.path.isdir(args.output_dir) else [], key=lambda d: int(d.split("-")[1]))
+    found = list_checkpoints(args.output_dir)
     if not found:
         logger.info("--resume_from_checkpoint latest: no checkpoint yet, starting a new run")
         return None

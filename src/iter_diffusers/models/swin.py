@@ -44,7 +44,11 @@ def relative_position_index(window_size: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=32)
-def _shift_mask_cpu(height: int, width: int, window_size: int, shift: int) -> torch.Tensor:
+def shifted_window_mask(height: int, width: int, window_size: int, shift: int) -> torch.Tensor:
+    """Additive mask (nW, w², w²) that keeps shifted windows from attending across the wrapped-around border.
+
+    Cached per size (CPU; callers move it and must not modify it in place).
+    """
     region = torch.zeros(1, height, width, 1)
     bounds = (slice(0, -window_size), slice(-window_size, -shift), slice(-shift, None))
     label = 0
@@ -55,11 +59,6 @@ def _shift_mask_cpu(height: int, width: int, window_size: int, shift: int) -> to
     region_windows = window_partition(region, window_size).squeeze(-1)
     different = region_windows.unsqueeze(1) != region_windows.unsqueeze(2)
     return torch.zeros(different.shape).masked_fill(different, -100.0)
-
-
-def shifted_window_mask(height: int, width: int, window_size: int, shift: int) -> torch.Tensor:
-    """Additive mask (nW, w², w²) that keeps shifted windows from attending across the wrapped-around border."""
-    return _shift_mask_cpu(height, width, window_size, shift)
 
 
 class WindowAttention(nn.Module):

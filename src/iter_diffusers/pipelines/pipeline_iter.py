@@ -108,10 +108,6 @@ class ITERPipeline(DiffusionPipeline):
                             f"{latents.dtype if isinstance(latents, torch.Tensor) else type(latents).__name__}")
         if not isinstance(tile_padding, int) or tile_padding < 0:
             raise ValueError(f"tile_padding must be a non-negative int, got {tile_padding!r}")
-        if latents is not None and isinstance(tile_size, int):
-            raise ValueError("latents (initial tokens) cannot be combined with tiling; pass tile_size=None")
-        if return_intermediates and isinstance(tile_size, int):
-            raise ValueError("return_intermediates is not supported with tiling")
         unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
         if unknown:
             raise ValueError(
@@ -130,8 +126,8 @@ class ITERPipeline(DiffusionPipeline):
 
     def _check_latents(self, latents: torch.Tensor, image: torch.Tensor, num_inputs: int, per_prompt: int):
         """Initial token ids for the padded token grid of ``image``: (num_inputs or num_inputs·per_prompt, h, w)."""
-        multiple, per_token = self.encoder.pad_multiple, self.encoder.pixels_per_token
-        grid = tuple((side // multiple + 1) * multiple // per_token for side in image.shape[1:])
+        per_token = self.encoder.pixels_per_token
+        grid = tuple(side // per_token for side in self.padded_size(*image.shape[1:]))
         allowed = {num_inputs, num_inputs * per_prompt}
         if latents.ndim != 3 or tuple(latents.shape[1:]) != grid or latents.shape[0] not in allowed:
             raise ValueError(
@@ -144,6 +140,12 @@ class ITERPipeline(DiffusionPipeline):
         if latents.shape[0] != num_inputs * per_prompt:
             latents = latents.repeat_interleave(per_prompt, dim=0)
         return latents
+
+    def padded_size(self, height: int, width: int) -> tuple[int, int]:
+        """The official padding: up to the next multiple of the token window, always at least one pixel
+        (a whole window when the side is already a multiple)."""
+        multiple = self.encoder.pad_multiple
+        return (height // multiple + 1) * multiple, (width // multiple + 1) * multiple
 
     # ------------------------------------------------------------------ the algorithm
     def _run(
@@ -163,9 +165,7 @@ class ITERPipeline(DiffusionPipeline):
         """Super-resolve a batch of same-size LQ images (B, 3, H, W) in [0, 1]: pad, E_l, refine, decode, crop."""
         device = self._execution_device
         batch, _, height, width = lq.shape
-        multiple = self.encoder.pad_multiple
-        # The official padding: always at least one pixel, a whole window when already divisible.
-        padded = mirror_pad(lq, (height // multiple + 1) * multiple, (width // multiple + 1) * multiple)
+        padded = mirror_pad(lq, *self.padded_size(height, width))
         padded = padded.to(device=device, dtype=self.encoder.dtype)
 
         if latents is None:
@@ -204,11 +204,8 @@ class ITERPipeline(DiffusionPipeline):
                 step_kept[idx] = kept[idx]
 
             if callback_on_step_end is not None:
-                callback_kwargs = {}
-                for name in callback_on_step_end_tensor_inputs:
-                    callback_kwargs[name] = {
-                        "latents": tokens, "kept_mask": kept, "condition_tokens": lq_tokens, "trusted_mask": trusted
-                    }[name]
+                available = {"latents": tokens, "kept_mask": kept, "condition_tokens": lq_tokens, "trusted_mask": trusted}
+                callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
                 tokens = callback_outputs.pop("latents", tokens)
                 kept = callback_outputs.pop("kept_mask", kept)
@@ -387,8 +384,6 @@ class ITERPipeline(DiffusionPipeline):
             return torch.cat(tokens) if same_size else [t[0] for t in tokens]
 
         if output_type == "latent":
-            if any(r.tokens is None for r in results):
-                raise ValueError('output_type="latent" is not available for tiled inference')
             images = collect_tokens([r.tokens for r in results])
         else:
             images = collect([r.images for r in results])
