@@ -27,7 +27,7 @@ def tiny_vq():
 def tiny_encoder(scale: int):
     torch.manual_seed(0)
     return ITERDistortionRemovalEncoder(
-        scale_factor=scale, base_channels=8, blocks_per_stage=1, feature_dim=16, num_vq_embeddings=K, norm_groups=4,
+        scale_factor=scale, base_channels=8, blocks_per_stage=1, feature_dim=16, num_vq_embeddings=K, norm_num_groups=4,
         **SWIN,
     )
 
@@ -312,3 +312,29 @@ def test_window_size_errors():
             vq.decode(torch.zeros(1, 4, 6, dtype=torch.long))
         with pytest.raises(ValueError, match=WINDOW):
             vq.encode(torch.rand(1, 3, 16, 24))  # latents 4x6
+
+
+def _decoder_mean_shift(norm_num_groups: int) -> float:
+    """How much the decoder's mean output colour moves when the latents get a constant offset."""
+    torch.manual_seed(0)
+    vq = ITERVQModel(base_channels=32, channel_multipliers=(1,), layers_per_block=1, latent_channels=8,
+                     num_vq_embeddings=K, swin_dim=32, norm_num_groups=norm_num_groups, **SWIN).eval()
+    z = torch.randn(1, 8, 32, 32, generator=gen(7))
+    with torch.no_grad():
+        means = [vq.decoder(z + offset).mean((2, 3)) for offset in (0.0, 3.0)]
+    return (means[1] - means[0]).abs().max().item()
+
+
+def test_vq_norm_num_groups():
+    """Official 32 groups by default (C // 4 below 32 channels); fewer groups keep ≥ 4 channels per group. With
+    one-channel groups (instance norm) before ``conv_out``, the decoder's mean colour hardly depends on its input:
+    the reason the narrow demo model uses 8 groups."""
+    official = ITERVQModel()
+    norms = [m for m in official.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and all(n.num_groups == 32 for n in norms)
+    assert {n.num_groups for n in tiny_vq().modules() if isinstance(n, torch.nn.GroupNorm)} == {2, 4}
+    narrow = ITERVQModel(base_channels=32, channel_multipliers=(1, 2), layers_per_block=1, latent_channels=8,
+                         num_vq_embeddings=K, swin_dim=32, norm_num_groups=8, **SWIN)
+    assert {n.num_channels // n.num_groups for n in narrow.modules() if isinstance(n, torch.nn.GroupNorm)} == {4, 8}
+    instance_norm, grouped = _decoder_mean_shift(32), _decoder_mean_shift(8)
+    assert grouped > 0.05 and instance_norm < 0.1 * grouped, (instance_norm, grouped)

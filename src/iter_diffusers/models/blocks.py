@@ -7,19 +7,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    """The VQGAN's GroupNorm: 32 groups, or channels // 4 groups below 32 channels (eps 1e-6)."""
-    return nn.GroupNorm(32 if channels >= 32 else channels // 4, channels, eps=1e-6)
+def group_norm(channels: int, num_groups: int = 32) -> nn.GroupNorm:
+    """The VQGAN's GroupNorm (eps 1e-6): ``num_groups`` groups (official 32), or channels // 4 below 32 channels.
+
+    Groups of a single channel act as instance norm and erase each channel's mean, i.e. the image's global colour
+    and brightness; narrow models therefore need fewer groups than the official 32.
+    """
+    return nn.GroupNorm(num_groups if channels >= 32 else channels // 4, channels, eps=1e-6)
 
 
 class ResnetBlock(nn.Module):
     """Pre-activation residual block of the VQGAN: GN → swish → conv3×3, twice; 1×1 shortcut when widths differ."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, norm_num_groups: int = 32):
         super().__init__()
-        self.norm1 = group_norm(in_channels)
+        self.norm1 = group_norm(in_channels, norm_num_groups)
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = group_norm(out_channels)
+        self.norm2 = group_norm(out_channels, norm_num_groups)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
@@ -55,11 +59,11 @@ class Upsample(nn.Module):
 class LeakyResnetBlock(nn.Module):
     """E_l's residual block: GN(32 groups) → LeakyReLU(0.2) → conv3×3, twice, identity shortcut."""
 
-    def __init__(self, channels: int, norm_groups: int = 32):
+    def __init__(self, channels: int, norm_num_groups: int = 32):
         super().__init__()
-        self.norm1 = nn.GroupNorm(norm_groups, channels, eps=1e-6)
+        self.norm1 = nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
         self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.norm2 = nn.GroupNorm(norm_groups, channels, eps=1e-6)
+        self.norm2 = nn.GroupNorm(norm_num_groups, channels, eps=1e-6)
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -25,10 +25,10 @@ class ITEREncoderOutput(BaseOutput):
 class _StridedStage(nn.Module):
     """Stride-2 conv doubling the width, then residual blocks."""
 
-    def __init__(self, in_channels: int, num_blocks: int, norm_groups: int):
+    def __init__(self, in_channels: int, num_blocks: int, norm_num_groups: int):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, in_channels * 2, 3, stride=2, padding=1)
-        self.resnets = nn.ModuleList(LeakyResnetBlock(in_channels * 2, norm_groups) for _ in range(num_blocks))
+        self.resnets = nn.ModuleList(LeakyResnetBlock(in_channels * 2, norm_num_groups) for _ in range(num_blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -53,7 +53,7 @@ class ITERDistortionRemovalEncoder(ModelMixin, ConfigMixin):
         swin_num_groups / swin_depth / swin_num_heads / swin_window_size / mlp_ratio: the Swin layers
             (official 2 / 6 / 8 / 8 / 4).
         num_vq_embeddings: codebook size K (official 512).
-        norm_groups: GroupNorm groups of the residual blocks (official 32).
+        norm_num_groups: GroupNorm groups of the residual blocks (official 32).
     """
 
     _supports_gradient_checkpointing = True
@@ -74,7 +74,7 @@ class ITERDistortionRemovalEncoder(ModelMixin, ConfigMixin):
         swin_window_size: int = 8,
         mlp_ratio: float = 4.0,
         num_vq_embeddings: int = 512,
-        norm_groups: int = 32,
+        norm_num_groups: int = 32,
     ):
         super().__init__()
         ratio = vq_scale_factor // scale_factor
@@ -85,7 +85,7 @@ class ITERDistortionRemovalEncoder(ModelMixin, ConfigMixin):
         num_stages = int(math.log2(ratio))
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
         self.down = nn.ModuleList(
-            _StridedStage(base_channels * 2**i, blocks_per_stage, norm_groups) for i in range(num_stages)
+            _StridedStage(base_channels * 2**i, blocks_per_stage, norm_num_groups) for i in range(num_stages)
         )
         self.proj_in = nn.Conv2d(base_channels * 2**num_stages, feature_dim, 1)
         self.swin = SwinLayers(

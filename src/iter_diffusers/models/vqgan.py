@@ -84,10 +84,11 @@ class _Checkpointable(nn.Module):
 
 
 class _DownStage(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int, add_downsample: bool):
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int, add_downsample: bool,
+                 norm_num_groups: int):
         super().__init__()
         widths = [in_channels] + [out_channels] * num_layers
-        self.resnets = nn.ModuleList(ResnetBlock(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.resnets = nn.ModuleList(ResnetBlock(a, b, norm_num_groups) for a, b in zip(widths[:-1], widths[1:]))
         self.downsample = Downsample(out_channels) if add_downsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,10 +98,11 @@ class _DownStage(nn.Module):
 
 
 class _UpStage(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int, add_upsample: bool):
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int, add_upsample: bool,
+                 norm_num_groups: int):
         super().__init__()
         widths = [in_channels] + [out_channels] * num_layers
-        self.resnets = nn.ModuleList(ResnetBlock(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.resnets = nn.ModuleList(ResnetBlock(a, b, norm_num_groups) for a, b in zip(widths[:-1], widths[1:]))
         self.upsample = Upsample(out_channels) if add_upsample else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,27 +114,28 @@ class _UpStage(nn.Module):
 class _MidBlock(nn.Module):
     """ResnetBlock → Swin layers → ResnetBlock at the lowest resolution: the VQGAN's global context."""
 
-    def __init__(self, channels: int, swin_kwargs: dict):
+    def __init__(self, channels: int, swin_kwargs: dict, norm_num_groups: int):
         super().__init__()
-        self.resnet_in = ResnetBlock(channels, channels)
+        self.resnet_in = ResnetBlock(channels, channels, norm_num_groups)
         self.swin = SwinLayers(channels, **swin_kwargs)
-        self.resnet_out = ResnetBlock(channels, channels)
+        self.resnet_out = ResnetBlock(channels, channels, norm_num_groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.resnet_out(self.swin(self.resnet_in(x)))
 
 
 class SwinVQEncoder(_Checkpointable):
-    def __init__(self, in_channels, latent_channels, base_channels, channel_multipliers, layers_per_block, swin_kwargs):
+    def __init__(self, in_channels, latent_channels, base_channels, channel_multipliers, layers_per_block, swin_kwargs,
+                 norm_num_groups):
         super().__init__()
         widths = [base_channels * m for m in channel_multipliers]
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
         self.down = nn.ModuleList(
-            _DownStage(c_in, c_out, layers_per_block, add_downsample=i < len(widths) - 1)
+            _DownStage(c_in, c_out, layers_per_block, i < len(widths) - 1, norm_num_groups)
             for i, (c_in, c_out) in enumerate(zip([base_channels] + widths[:-1], widths))
         )
-        self.mid = _MidBlock(widths[-1], swin_kwargs)
-        self.norm_out = group_norm(widths[-1])
+        self.mid = _MidBlock(widths[-1], swin_kwargs, norm_num_groups)
+        self.norm_out = group_norm(widths[-1], norm_num_groups)
         self.conv_out = nn.Conv2d(widths[-1], latent_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -144,16 +147,17 @@ class SwinVQEncoder(_Checkpointable):
 
 
 class SwinVQDecoder(_Checkpointable):
-    def __init__(self, out_channels, latent_channels, base_channels, channel_multipliers, layers_per_block, swin_kwargs):
+    def __init__(self, out_channels, latent_channels, base_channels, channel_multipliers, layers_per_block, swin_kwargs,
+                 norm_num_groups):
         super().__init__()
         widths = [base_channels * m for m in reversed(channel_multipliers)]
         self.conv_in = nn.Conv2d(latent_channels, widths[0], 3, padding=1)
-        self.mid = _MidBlock(widths[0], swin_kwargs)
+        self.mid = _MidBlock(widths[0], swin_kwargs, norm_num_groups)
         self.up = nn.ModuleList(
-            _UpStage(c_in, c_out, layers_per_block, add_upsample=i < len(widths) - 1)
+            _UpStage(c_in, c_out, layers_per_block, i < len(widths) - 1, norm_num_groups)
             for i, (c_in, c_out) in enumerate(zip(widths[:1] + widths[:-1], widths))
         )
-        self.norm_out = group_norm(widths[-1])
+        self.norm_out = group_norm(widths[-1], norm_num_groups)
         self.conv_out = nn.Conv2d(widths[-1], out_channels, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -167,8 +171,8 @@ class ITERVQModel(ModelMixin, ConfigMixin):
     r"""ITER's Swin-VQGAN (the frozen HQ codebook prior and its decoder).
 
     Images are RGB in **[0, 1]**: ``encode`` clamps and maps them to [-1, 1] itself and ``decode`` maps back and
-    clamps, as the official model does. Spatial sizes must be multiples of ``8 · swin_window_size`` pixels for
-    ``encode`` and of ``swin_window_size`` tokens for ``decode`` (the Swin windows do not pad).
+    clamps, as the official model does. Spatial sizes must be multiples of ``scale_factor · swin_window_size``
+    pixels for ``encode`` and of ``swin_window_size`` tokens for ``decode`` (the Swin windows do not pad).
 
     Parameters:
         in_channels / out_channels: image channels.
@@ -181,6 +185,8 @@ class ITERVQModel(ModelMixin, ConfigMixin):
             resolution of encoder and decoder (official 256 / 1 / 6 / 8 / 8).
         mlp_ratio: Swin MLP width ratio.
         commitment_beta / legacy_vq_loss: the VQ loss (training only), see :class:`VectorQuantizer`.
+        norm_num_groups: GroupNorm groups of layers with ≥ 32 channels (official 32). Keep at least 4 channels per
+            group: one-channel groups erase global colour and brightness (see :func:`~.blocks.group_norm`).
     """
 
     _supports_gradient_checkpointing = True
@@ -205,6 +211,7 @@ class ITERVQModel(ModelMixin, ConfigMixin):
         mlp_ratio: float = 4.0,
         commitment_beta: float = 0.25,
         legacy_vq_loss: bool = True,
+        norm_num_groups: int = 32,
     ):
         super().__init__()
         swin_kwargs = dict(
@@ -215,7 +222,8 @@ class ITERVQModel(ModelMixin, ConfigMixin):
             window_size=swin_window_size,
             mlp_ratio=mlp_ratio,
         )
-        shared = (latent_channels, base_channels, tuple(channel_multipliers), layers_per_block, swin_kwargs)
+        shared = (latent_channels, base_channels, tuple(channel_multipliers), layers_per_block, swin_kwargs,
+                  norm_num_groups)
         self.encoder = SwinVQEncoder(in_channels, *shared)
         self.quantize = VectorQuantizer(num_vq_embeddings, latent_channels, commitment_beta, legacy_vq_loss)
         self.decoder = SwinVQDecoder(out_channels, *shared)
@@ -229,12 +237,12 @@ class ITERVQModel(ModelMixin, ConfigMixin):
     # trigger the model-CPU-offload hook themselves; otherwise the offloaded VQGAN would stay on the CPU.
     @apply_forward_hook
     def encode(self, x: torch.Tensor, return_dict: bool = True):
-        """Image in [0, 1] (B, 3, H, W) -> pre-quantisation latents (B, C, H/8, W/8)."""
+        """Image in [0, 1] (B, 3, H, W) -> pre-quantisation latents (B, C, H/f, W/f), f = :attr:`scale_factor`."""
         latents = self.encoder(x.clamp(0, 1) * 2 - 1)
         return VQEncoderOutput(latents=latents) if return_dict else (latents,)
 
     def encode_to_indices(self, x: torch.Tensor) -> torch.Tensor:
-        """Image in [0, 1] -> codebook indices (B, H/8, W/8): the ground-truth tokens of ITER's LQ stage."""
+        """Image in [0, 1] -> codebook indices (B, H/f, W/f): the ground-truth tokens of ITER's LQ stage."""
         return self.quantize.indices(self.encode(x).latents)
 
     @apply_forward_hook
