@@ -584,6 +584,19 @@ def assemble_pipeline(components, trained, accelerator) -> ITERPipeline:
     return pipeline
 
 
+def losses_summary(args, commitment_beta: float) -> str:
+    """The loss terms a stage actually optimised, with their weights (terms of weight 0 are left out)."""
+    if args.stage == "vqgan":
+        weighted = [(f"VQ (β {commitment_beta})", 1), ("L1", args.l1_weight), ("perceptual", args.perceptual_weight),
+                    ("1 − SSIM", args.ssim_weight), (f"hinge GAN from step {args.gan_start_step}", args.gan_weight)]
+    else:
+        weighted = [("token CE (E_l)", 1), ("refinement CE (φ_r)", 1), ("class-balanced CE + mask CE (φ_e)", 1),
+                    ("perceptual through the decoder", args.perceptual_weight),
+                    ("E_l pixel L1", args.l1_weight if args.encoder_pixel_loss else 0),
+                    ("hinge GAN", args.gan_weight if args.lq_gan else 0)]
+    return ", ".join(name if weight == 1 else f"{name} × {weight}" for name, weight in weighted if weight)
+
+
 def write_model_card(pipeline, args, names, degradation, metrics, history, steps, per_step, accelerator):
     source = args.dataset_name or Path(args.train_data_dir).name
     training = {
@@ -594,8 +607,7 @@ def write_model_card(pipeline, args, names, degradation, metrics, history, steps
         "steps": f"{steps} × batch {args.train_batch_size} × {accelerator.num_processes} processes × "
                  f"accumulation {args.gradient_accumulation_steps}",
         "optimiser": f"Adam lr {args.learning_rate} ({args.lr_scheduler}), betas {args.adam_beta1}/{args.adam_beta2}",
-        "losses": f"perceptual {args.perceptual_weight}, L1 {args.l1_weight}, SSIM {args.ssim_weight}, GAN {args.gan_weight}"
-                  f"{' (LQ GAN on)' if args.lq_gan else ''}{', E_l pixel loss on' if args.encoder_pixel_loss else ''}",
+        "losses": losses_summary(args, pipeline.vqvae.config.commitment_beta),
         "mixed precision": accelerator.mixed_precision,
         "EMA": f"decay {args.ema_decay}" if args.use_ema else "off",
         "codebook restarts": f"every {args.codebook_restart_steps} steps" if args.codebook_restart_steps else "off",

@@ -39,6 +39,19 @@ def restore(pipe, lq: np.ndarray) -> np.ndarray:
     return to_u8(out)
 
 
+def comparison_strip(panels: dict, scale: int, side: int = 192, gap: int = 4) -> PIL.Image.Image:
+    """Side-by-side centre crops (``side`` HQ pixels) of LQ (nearest-neighbour ×scale), bicubic, ITER and HQ."""
+    height, width = panels["hq"].shape[:2]
+    top, left = (height - side) // 2 // scale * scale, (width - side) // 2 // scale * scale
+    lq = panels["lq"][top // scale : (top + side) // scale, left // scale : (left + side) // scale]
+    crops = [np.asarray(PIL.Image.fromarray(lq).resize((side, side), PIL.Image.NEAREST))]
+    crops += [panels[name][top : top + side, left : left + side] for name in ("bicubic", "iter", "hq")]
+    strip = np.full((side, 4 * side + 3 * gap, 3), 255, np.uint8)
+    for index, crop in enumerate(crops):
+        strip[:, index * (side + gap) : index * (side + gap) + side] = crop
+    return PIL.Image.fromarray(strip)
+
+
 def mean(rows, key):
     return float(np.mean([r[key] for r in rows]))
 
@@ -52,6 +65,8 @@ def main():
     parser.add_argument("--crop_border", type=int, default=4)
     parser.add_argument("--json", default=None)
     parser.add_argument("--crops", default=None, help="folder for before/after example crops")
+    parser.add_argument("--comparison", default=None,
+                        help="PNG of centre crops of the first held-out image: LQ | bicubic | ITER | HQ")
     args = parser.parse_args()
 
     pipe = ITERPipeline.from_pretrained(args.model)
@@ -66,7 +81,9 @@ def main():
         lq, hq = degrade(hq[top : top + h, left : left + w], scale, BSRGANLightConfig(), np.random.default_rng(index))
         lq_u8, hq_u8 = to_u8(lq), to_u8(hq)
         row = {"image": path.name}
+        panels = {"lq": lq_u8, "hq": hq_u8}
         for name, sr in (("bicubic", bicubic(lq_u8, scale)), ("iter", restore(pipe, lq_u8))):
+            panels[name] = sr
             row[f"{name}_psnr"] = calculate_psnr(sr, hq_u8, crop_border=args.crop_border)
             row[f"{name}_ssim"] = calculate_ssim(sr, hq_u8, crop_border=args.crop_border)
             row[f"{name}_niqe"] = calculate_niqe(sr, crop_border=args.crop_border)
@@ -76,6 +93,8 @@ def main():
         if args.crops and index < 3:
             PIL.Image.fromarray(hq_u8).save(Path(args.crops) / f"{path.stem}_hq.png")
             PIL.Image.fromarray(lq_u8).save(Path(args.crops) / f"{path.stem}_lq.png")
+        if args.comparison and index == 0:
+            comparison_strip(panels, scale).save(args.comparison)
         synthetic.append(row)
         print(json.dumps(row))
 

@@ -1,38 +1,48 @@
 #!/usr/bin/env bash
-# Reproduces the bundled demo model (src/iter_diffusers/pretrained/iter-demo-x4) on a CPU machine:
+# Reproduces the bundled demo model (src/iter_diffusers/pretrained/iter-demo-x4), its model card and the README's
+# comparison image on a CPU machine:
 #   bash scripts/train_demo_model.sh
 # Steps and batch sizes can be overridden: VQ_STEPS=... LQ_STEPS=... BATCH=... bash scripts/train_demo_model.sh
 # Everything it downloads or writes goes under data_cache/ (git-ignored) except the final model folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VQ_STEPS=${VQ_STEPS:-2400}
-LQ_STEPS=${LQ_STEPS:-3000}
+VQ_STEPS=${VQ_STEPS:-4000}
+LQ_STEPS=${LQ_STEPS:-7000}
 BATCH=${BATCH:-8}
 WORK=${WORK:-data_cache/demo_run}
 DATA=data_cache/demo_dataset_512
+REALWORLD=${REALWORLD:-../shared/data/realworld_lq}  # real LQ photos for NIQE (optional; skipped when absent)
 LAUNCH="accelerate launch --cpu --num_processes 1 --mixed_precision no --dynamo_backend no examples/train_iter.py"
 
 # 1. The offline training set (46 train / 10 held-out photos), long sides capped at 512 px.
 [ -f "$DATA/train/metadata.jsonl" ] || python scripts/build_demo_dataset.py --output_dir "$DATA" --max_side 512
 
 # 2. Stage I: the Swin-VQGAN on HQ crops. No VGG weights offline, so no perceptual loss; no GAN in a run this short;
-#    dead-code restarts every 20 steps (without them the codebook collapsed to 19 of 512 codes in 400 steps).
+#    dead-code restarts every 20 steps (without them the codebook collapsed to 19 of 512 codes in 400 steps);
+#    cosine decay, which settles the noisy end of a constant-LR run.
 $LAUNCH --stage vqgan --model_config configs/iter_x4_demo.json --train_data_dir "$DATA/train" \
   --validation_data_dir "$DATA/val" --validation_resolution 128 --resolution 64 --train_batch_size "$BATCH" \
-  --max_train_steps "$VQ_STEPS" --learning_rate 4e-4 --perceptual_weight 0 --gan_weight 0 --codebook_restart_steps 20 \
+  --max_train_steps "$VQ_STEPS" --learning_rate 4e-4 --lr_scheduler cosine --lr_warmup_steps 100 --perceptual_weight 0 --gan_weight 0 --codebook_restart_steps 20 \
   --checkpointing_steps 200 --checkpoints_total_limit 1 --validation_steps 200 --seed 0 \
   --output_dir "$WORK/vqgan" --resume_from_checkpoint latest
 
 # 3. Stages II/III: E_l, φ_e and φ_r on the frozen VQGAN, LQ synthesised by the light BSRGAN pipeline.
 $LAUNCH --stage lq --pretrained_model_name_or_path "$WORK/vqgan" --train_data_dir "$DATA/train" \
   --validation_data_dir "$DATA/val" --validation_resolution 256 --resolution 64 --train_batch_size "$BATCH" \
-  --max_train_steps "$LQ_STEPS" --learning_rate 4e-4 --perceptual_weight 0 \
+  --max_train_steps "$LQ_STEPS" --learning_rate 4e-4 --lr_scheduler cosine --lr_warmup_steps 100 --perceptual_weight 0 \
   --checkpointing_steps 500 --checkpoints_total_limit 1 --validation_steps 500 --seed 0 \
   --output_dir "$WORK/lq" --resume_from_checkpoint latest
 
-# 4. Bundle the pipeline (weights, configs, model card) into the package.
+# 4. Bundle the pipeline (weights, configs) into the package.
 TARGET=src/iter_diffusers/pretrained/iter-demo-x4
 rm -rf "$TARGET" && mkdir -p "$TARGET"
-cp -r "$WORK/lq"/{model_index.json,README.md,vqvae,encoder,evaluator,refiner,scheduler} "$TARGET"/
+cp -r "$WORK/lq"/{model_index.json,vqvae,encoder,evaluator,refiner,scheduler} "$TARGET"/
 [ -f "$WORK/lq/validation_grid.png" ] && cp "$WORK/lq/validation_grid.png" "$TARGET"/
+
+# 5. Measure it against bicubic (held-out photos, and real LQ photos when present), then write its model card.
+REAL_ARGS=()
+[ -d "$REALWORLD" ] && REAL_ARGS=(--realworld_dir "$REALWORLD")
+python scripts/evaluate_demo_model.py --model "$TARGET" --val_dir "$DATA/val" "${REAL_ARGS[@]}" \
+  --json "$WORK/evaluation.json" --comparison docs/images/demo_comparison.png
+python scripts/write_demo_model_card.py --model "$TARGET" --run "$WORK" --data "$DATA" --eval "$WORK/evaluation.json"
 echo "bundled model in $TARGET"

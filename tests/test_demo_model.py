@@ -1,5 +1,8 @@
 """The bundled demo model (src/iter_diffusers/pretrained/iter-demo-x4) and the README's first command."""
 
+import json
+import runpy
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +13,7 @@ from iter_diffusers import ITERPipeline
 from iter_diffusers.cli.upscale import DEFAULT_MODEL, main as iter_sr
 
 SAMPLE = Path(__file__).parents[1] / "examples" / "images" / "chelsea_lq.png"
+SCRIPTS = Path(__file__).parents[1] / "scripts"
 
 
 def test_bundled_model_is_complete_and_small():
@@ -38,3 +42,53 @@ def test_readme_first_command(tmp_path, capsys):
     assert iter_sr(["-i", str(SAMPLE), "-o", str(tmp_path), "--quiet"]) == 0
     written = PIL.Image.open(tmp_path / "chelsea_lq_x4.png")
     assert written.size == (400, 300)
+
+
+def _run_script(name: str, argv: list[str], monkeypatch) -> None:
+    monkeypatch.setattr("sys.argv", [name, *argv])
+    runpy.run_path(str(SCRIPTS / name), run_name="__main__")
+
+
+def test_demo_model_card_is_written_from_the_records(converted_dir, tmp_path, monkeypatch):
+    """scripts/write_demo_model_card.py: data, both stages, time, the measured table and the licence, all read
+    from what training and evaluation wrote (here: made-up records on the tiny converted pipeline)."""
+    model = tmp_path / "model"
+    shutil.copytree(converted_dir, model)
+    for stage, steps in (("vqgan", 100), ("lq", 300)):
+        (tmp_path / "run" / stage).mkdir(parents=True)
+        summary = {"steps": steps, "seconds_per_step": 0.6, "first": {"loss": 2.0}, "last": {"loss": 1.0},
+                   "validation": {"val/psnr": 21.234}}
+        (tmp_path / "run" / stage / "training_summary.json").write_text(json.dumps(summary))
+        stage_card = f"# card\n\n## Training\n\n- stage: {stage}\n- steps: {steps} × batch 8\n- losses: L1 {stage}\n\n## Results\n"
+        (tmp_path / "run" / stage / "README.md").write_text(stage_card)
+    for split, rows in (("train", [("opencv", "Apache-2.0 AND BSD-3-Clause (OpenCV)")] * 3),
+                        ("val", [("kodak", "Kodak: unrestricted use")])):
+        (tmp_path / "data" / split).mkdir(parents=True)
+        lines = [json.dumps({"file_name": f"{i}.png", "source": s, "licence": lic}) for i, (s, lic) in enumerate(rows)]
+        (tmp_path / "data" / split / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    table = "| set | method | PSNR (Y) ↑ |\n|---|---|---|\n| held-out | bicubic | 23.92 |"
+    (tmp_path / "eval.json").write_text(json.dumps({"table": table}))
+    _run_script("write_demo_model_card.py", ["--model", str(model), "--run", str(tmp_path / "run"), "--data",
+                                             str(tmp_path / "data"), "--eval", str(tmp_path / "eval.json")],
+                monkeypatch)
+    card = (model / "README.md").read_text()
+    assert "license: apache-2.0" in card and table in card
+    assert "3 training photos (3 opencv), 1 held out (1 kodak)" in card
+    assert "steps 100 × batch 8; losses L1 vqgan; 0.60 s/step (1 min)" in card
+    assert "steps 300 × batch 8; losses L1 lq; 0.60 s/step (3 min)" in card and "stage: lq" not in card
+    assert "total training time: 4 min" in card
+    assert "Apache-2.0 AND BSD-3-Clause; Kodak: unrestricted use" in card
+    assert "psnr 21.2" in card
+
+
+def test_comparison_strip_aligns_the_crops():
+    comparison_strip = runpy.run_path(str(SCRIPTS / "evaluate_demo_model.py"))["comparison_strip"]
+    hq = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    panels = {"lq": hq[::4, ::4], "bicubic": hq // 2, "iter": 255 - hq, "hq": hq}
+    strip = np.asarray(comparison_strip(panels, 4, side=32, gap=2))
+    assert strip.shape == (32, 4 * 32 + 3 * 2, 3)
+    crop = (slice(32, 64), slice(48, 80))  # centre, on the LQ grid
+    assert np.array_equal(strip[:, 34:66], panels["bicubic"][crop])
+    assert np.array_equal(strip[:, 68:100], panels["iter"][crop])
+    assert np.array_equal(strip[:, 102:134], hq[crop])
+    assert np.array_equal(strip[::4, 0:32:4], hq[crop][::4, ::4])  # LQ pixels, nearest-neighbour ×4

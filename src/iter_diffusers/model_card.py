@@ -108,14 +108,18 @@ suited to forensic or medical use. The release was trained on synthetic degradat
 def trained_model_card(pipe, *, title: str, description: str, training: dict, metrics: dict | None,
                        base_model: str | None = None, datasets: list[str] | None = None,
                        license: str = "cc-by-nc-sa-4.0", repo_id: str | None = None,
-                       images: list[str] | None = None) -> ModelCard:
-    """Card for a pipeline trained with ``examples/train_iter.py``."""
+                       images: list[str] | None = None, results_table: str | None = None,
+                       licence_text: str | None = None) -> ModelCard:
+    """Card for a pipeline trained with ``examples/train_iter.py``. ``results_table`` (markdown) replaces the
+    table of ``metrics``; ``licence_text`` replaces the default licence paragraph."""
     scale = pipe.encoder.config.scale_factor
     data = ModelCardData(license=license, pipeline_tag="image-to-image", tags=TAGS + ["diffusers-training"],
                          inference=False, base_model=base_model, datasets=datasets)
     info = "\n".join(f"- {k}: {v}" for k, v in training.items())
     results = "\n".join(f"| {k} | {v} |" for k, v in (metrics or {}).items())
     results = f"| metric | value |\n|---|---|\n{results}" if results else "No validation metrics were recorded."
+    if licence_text is None:
+        licence_text = f"{license}. {LICENCE_NOTE if license == 'cc-by-nc-sa-4.0' else ''}"
     gallery = "\n".join(f"![{name}](./{name})" for name in images or [])
     body = f"""---
 {data.to_yaml()}
@@ -137,13 +141,13 @@ def trained_model_card(pipe, *, title: str, description: str, training: dict, me
 
 ## Results
 
-{results}
+{results_table or results}
 
 {gallery}
 
 ## Licence
 
-{license}. {LICENCE_NOTE if license == "cc-by-nc-sa-4.0" else ""}
+{licence_text}
 
 ## Citation
 
