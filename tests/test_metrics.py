@@ -317,3 +317,44 @@ def test_evaluate_script_wrapper(monkeypatch, capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "--pred" in out and "LPIPS" in out
+
+
+def test_cli_lpips(folders, capsys):
+    """--lpips with weight files (random here: the real ones cannot be downloaded offline) equals the LPIPS-VGG
+    formula of VGG16PerceptualLoss on the cropped images; missing weights stop the command with one line."""
+    import torch
+    from safetensors.torch import save_file
+
+    from iter_diffusers.training.losses import (
+        LPIPS_LAYERS,
+        VGG16Features,
+        VGG16PerceptualLoss,
+    )
+
+    tmp, gt, pred, imgs = folders
+    torch.manual_seed(0)
+    vgg_file, linear_file = tmp / "vgg16.safetensors", tmp / "vgg.pth"
+    save_file({k: v.contiguous() for k, v in VGG16Features().state_dict().items()}, str(vgg_file))
+    channels = {"relu1_2": 64, "relu2_2": 128, "relu3_3": 256, "relu4_3": 512, "relu5_3": 512}
+    torch.save({f"lin{i}.model.1.weight": torch.rand(1, channels[n], 1, 1) for i, n in enumerate(LPIPS_LAYERS)},
+               linear_file)
+    out_json = tmp / "lpips.json"
+    assert main(["--pred", str(pred), "--gt", str(gt), "--pred_suffix", "_ITER", "--lpips", str(linear_file),
+                 "--vgg_weights", str(vgg_file), "--json", str(out_json), "--quiet"]) == 0  # fmt: skip
+    rows = {r["name"]: r for r in json.loads(out_json.read_text())["images"]}
+    reference = VGG16PerceptualLoss(distance="lpips", pretrained=vgg_file, lpips_weights=linear_file)
+
+    def as_tensor(image):
+        return torch.from_numpy(image[4:-4, 4:-4].copy()).permute(2, 0, 1)[None].float() / 255
+
+    with torch.no_grad():
+        expected = reference(as_tensor(degrade(imgs["a"])), as_tensor(imgs["a"])).item()
+    assert rows["a"]["lpips"] == pytest.approx(expected, rel=1e-5) and expected > 0
+    assert rows["b"]["lpips"] == pytest.approx(0.0, abs=1e-7)  # identical images
+
+    capsys.readouterr()
+    assert main(["--pred", str(pred), "--gt", str(gt), "--pred_suffix", "_ITER", "--lpips", str(tmp / "no.pth"),
+                 "--vgg_weights", str(vgg_file)]) == 2  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("iter-sr-eval: error: LPIPS unavailable") and "no.pth" in err and "\n" not in err
+    assert main(["--pred", str(pred), "--lpips", str(linear_file)]) == 2  # no ground truth

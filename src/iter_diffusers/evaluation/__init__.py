@@ -5,8 +5,9 @@
 * :func:`imresize`: MATLAB-compatible bicubic ``imresize``;
 * the ``iter-sr-eval`` command line tool (:mod:`iter_diffusers.evaluation.cli`) evaluates folders of images.
 
-Everything here needs only NumPy (Pillow for the command line tool). LPIPS is not provided: its backbone weights
-cannot be obtained offline and it would need torchvision.
+Everything here needs only NumPy (Pillow for the command line tool). ``iter-sr-eval --lpips`` adds LPIPS-VGG v0.1
+through :class:`~iter_diffusers.training.losses.VGG16PerceptualLoss` (torch; no torchvision) when its two weight
+files are available.
 """
 
 from .metrics import calculate_psnr, calculate_ssim, prepare_for_metric, rgb2ycbcr_y, to_float255

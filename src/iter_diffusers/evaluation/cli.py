@@ -8,6 +8,9 @@ Examples::
 
     # no ground truth (real-world LR inputs): NIQE only
     iter-sr-eval --pred results/RealSRSet_ITER
+
+    # LPIPS-VGG v0.1 as well (needs the VGG16 ImageNet weights and the lpips package's linear weights)
+    iter-sr-eval --pred results/ITER --gt datasets/DIV2K_val_HR --lpips auto --vgg_weights timm/vgg16.tv_in1k
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import numpy as np
 
 PROG = "iter-sr-eval"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-METRIC_FORMATS = {"psnr": "{:.4f}", "ssim": "{:.4f}", "niqe": "{:.4f}"}
-LOWER_IS_BETTER = {"psnr": False, "ssim": False, "niqe": True}
+METRIC_FORMATS = {"psnr": "{:.4f}", "ssim": "{:.4f}", "lpips": "{:.4f}", "niqe": "{:.4f}"}
+LOWER_IS_BETTER = {"psnr": False, "ssim": False, "lpips": True, "niqe": True}
 
 DESCRIPTION = """\
 Evaluate super-resolution results in a folder.
@@ -45,8 +48,11 @@ least two such blocks after cropping (smaller images get NIQE = nan with a warni
 """ % ", ".join(IMAGE_EXTENSIONS)
 
 EPILOG = """\
-LPIPS is not available: its AlexNet/VGG backbone weights cannot be obtained offline and it would need
-torchvision, which this package does not depend on.
+LPIPS (paired only, --lpips): LPIPS-VGG v0.1 computed by this package's own VGG16 (no torchvision) on RGB in
+[0, 1] after the border crop. It needs two weight files: the VGG16 ImageNet weights (--vgg_weights: a Hub repo id,
+default timm/vgg16.tv_in1k, or a local .safetensors/.pth file) and the linear calibration vgg.pth v0.1 of the
+lpips package (--lpips PATH, or --lpips auto to take it from an installed lpips package). Without them the
+command stops with an error rather than report anything else under the name LPIPS.
 
 Outputs: a table on stdout; --json writes {"settings", "images": [per-image results], "mean", "count"} (non-finite
 values, e.g. the infinite PSNR of identical images, are written as the strings "inf"/"nan"); --markdown writes
@@ -146,8 +152,10 @@ def evaluate_pairs(
     test_y_channel: bool = True,
     compute_niqe: bool = True,
     warn=None,
+    lpips=None,
 ) -> List[Dict[str, object]]:
-    """Per-image results: ``{"name", "pred", "gt", "psnr", "ssim", "niqe"}`` (metrics that apply)."""
+    """Per-image results: ``{"name", "pred", "gt", "psnr", "ssim", "lpips", "niqe"}`` (metrics that apply);
+    ``lpips`` is a :func:`lpips_metric` or ``None``."""
     from .metrics import calculate_psnr, calculate_ssim
     from .niqe import calculate_niqe
 
@@ -170,6 +178,8 @@ def evaluate_pairs(
                 )
             row["psnr"] = calculate_psnr(pred, gt, crop_border, test_y_channel)
             row["ssim"] = calculate_ssim(pred, gt, crop_border, test_y_channel)
+            if lpips is not None:
+                row["lpips"] = lpips(pred, gt, crop_border)
         if compute_niqe:
             try:
                 row["niqe"] = calculate_niqe(pred, crop_border)
@@ -181,8 +191,31 @@ def evaluate_pairs(
     return results
 
 
+def lpips_metric(linear_weights: str, vgg_weights: str):
+    """LPIPS-VGG v0.1 as ``f(pred_u8, gt_u8, crop_border) -> float``; an :class:`EvalError` when weights are missing."""
+    import torch
+
+    from ..training.losses import VGG16PerceptualLoss, VGGWeightsUnavailableError
+
+    try:
+        model = VGG16PerceptualLoss(distance="lpips", pretrained=vgg_weights, lpips_weights=linear_weights)
+    except (VGGWeightsUnavailableError, ValueError, KeyError) as exc:
+        raise EvalError(f"LPIPS unavailable: {exc}".splitlines()[0]) from exc
+
+    def to_tensor(image: np.ndarray, crop_border: int) -> torch.Tensor:
+        if crop_border:
+            image = image[crop_border:-crop_border, crop_border:-crop_border]
+        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+
+    @torch.no_grad()
+    def score(pred: np.ndarray, gt: np.ndarray, crop_border: int) -> float:
+        return float(model(to_tensor(pred, crop_border), to_tensor(gt, crop_border)))
+
+    return score
+
+
 def metric_names(results: Sequence[Dict[str, object]]) -> List[str]:
-    return [m for m in ("psnr", "ssim", "niqe") if results and m in results[0]]
+    return [m for m in ("psnr", "ssim", "lpips", "niqe") if results and m in results[0]]
 
 
 def mean_results(results: Sequence[Dict[str, object]]) -> Dict[str, float]:
@@ -204,7 +237,7 @@ def _fmt(metric: str, value: float) -> str:
 
 
 def _header(metric: str, arrows: bool = False) -> str:
-    label = {"psnr": "PSNR (dB)", "ssim": "SSIM", "niqe": "NIQE"}[metric]
+    label = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "niqe": "NIQE"}[metric]
     if not arrows:
         return label
     return label + (" \u2193" if LOWER_IS_BETTER[metric] else " \u2191")
@@ -239,6 +272,7 @@ def format_markdown(results: Sequence[Dict[str, object]], means: Dict[str, float
     notes = [
         f"crop_border={settings['crop_border']}",
         f"PSNR/SSIM on {'Y (BT.601)' if settings['test_y_channel'] else 'RGB'}" if "psnr" in metrics else None,
+        "LPIPS-VGG v0.1 on RGB" if "lpips" in metrics else None,
         "NIQE on Y, 96x96 blocks" if "niqe" in metrics else None,
     ]
     return "\n".join(lines) + "\n\n" + "; ".join(n for n in notes if n) + ".\n"
@@ -281,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     channel.add_argument("--rgb", dest="test_y_channel", action="store_false", help="PSNR/SSIM on the RGB channels")
     parser.add_argument("--no_niqe", action="store_true", help="skip NIQE (only meaningful with --gt)")
+    parser.add_argument("--lpips", metavar="PATH|auto", help="also LPIPS-VGG v0.1 (needs --gt): the lpips package's "
+                        "linear weights vgg.pth, or 'auto' to find them in an installed lpips package")
+    parser.add_argument("--vgg_weights", default="timm/vgg16.tv_in1k", metavar="REPO|FILE",
+                        help="VGG16 ImageNet weights for --lpips (default: timm/vgg16.tv_in1k)")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write per-image and mean results as JSON")
     parser.add_argument("--markdown", type=Path, metavar="OUT.md", help="write the results table as Markdown")
     parser.add_argument("--quiet", action="store_true", help="do not print the table")
@@ -299,14 +337,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return fail("--crop_border must be >= 0")
     if args.no_niqe and args.gt is None:
         return fail("--no_niqe without --gt leaves no metric to compute")
+    if args.lpips and args.gt is None:
+        return fail("--lpips needs --gt (LPIPS compares with the ground truth)")
     try:
         pairs = collect_pairs(args.pred, args.gt, args.pred_suffix)
+        lpips = lpips_metric(args.lpips, args.vgg_weights) if args.lpips else None
         results = evaluate_pairs(
             pairs,
             crop_border=args.crop_border,
             test_y_channel=args.test_y_channel,
             compute_niqe=not args.no_niqe,
             warn=lambda msg: print(msg, file=sys.stderr),
+            lpips=lpips,
         )
     except EvalError as exc:
         return fail(str(exc))
