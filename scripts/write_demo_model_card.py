@@ -55,9 +55,9 @@ def data_summary(data_dir: Path) -> tuple[str, list[str], int]:
 RECIPE_KEYS = ("steps", "optimiser", "losses", "codebook restarts", "EMA", "mixed precision")
 
 
-def stage_record(stage_dir: Path) -> str:
-    """One stage's recipe, as its own card (written by examples/train_iter.py) lists it, with its time and results."""
-    summary = read_json(stage_dir / "training_summary.json")
+def stage_record(stage_dir: Path, summary: dict) -> str:
+    """One stage's recipe, as its own card (written by examples/train_iter.py) lists it, with its time and results
+    from its ``training_summary.json``."""
     card = (stage_dir / "README.md").read_text().split("## Training", 1)[-1].split("\n## ", 1)[0]
     recipe = dict(line[2:].split(": ", 1) for line in card.splitlines() if line.startswith("- ") and ": " in line)
     minutes = summary["steps"] * summary["seconds_per_step"] / 60
@@ -82,12 +82,13 @@ def main():
     data, licences, images = data_summary(Path(args.data))
     params = sum(p.numel() for part in (pipe.vqvae, pipe.encoder, pipe.evaluator, pipe.refiner)
                  for p in part.parameters()) / 1e6
-    summaries = [read_json(run / stage / "training_summary.json") for stage in ("vqgan", "lq")]
-    minutes = sum(s["steps"] * s["seconds_per_step"] for s in summaries) / 60
+    summaries = {stage: read_json(run / stage / "training_summary.json") for stage in ("vqgan", "lq")}
+    minutes = sum(s["steps"] * s["seconds_per_step"] for s in summaries.values()) / 60
     training = {
         "data": data,
-        "stage I (Swin-VQGAN, 64-px HQ crops)": stage_record(run / "vqgan"),
-        "stages II/III (E_l, φ_e, φ_r; 64-px HQ crops, LQ from the light BSRGAN pipeline)": stage_record(run / "lq"),
+        "stage I (Swin-VQGAN, 64-px HQ crops)": stage_record(run / "vqgan", summaries["vqgan"]),
+        "stages II/III (E_l, φ_e, φ_r; 64-px HQ crops, LQ from the light BSRGAN pipeline)":
+            stage_record(run / "lq", summaries["lq"]),
         "total training time": f"{minutes:.0f} min on a 2-core CPU (no GPU)",
         "reproduce": "`bash scripts/train_demo_model.sh` (data, both stages, bundling, evaluation, this card)",
     }

@@ -196,6 +196,7 @@ def lpips_metric(linear_weights: str, vgg_weights: str):
     import torch
 
     from ..training.losses import VGG16PerceptualLoss, VGGWeightsUnavailableError
+    from .metrics import prepare_for_metric
 
     try:
         model = VGG16PerceptualLoss(distance="lpips", pretrained=vgg_weights, lpips_weights=linear_weights)
@@ -203,9 +204,8 @@ def lpips_metric(linear_weights: str, vgg_weights: str):
         raise EvalError(f"LPIPS unavailable: {exc}".splitlines()[0]) from exc
 
     def to_tensor(image: np.ndarray, crop_border: int) -> torch.Tensor:
-        if crop_border:
-            image = image[crop_border:-crop_border, crop_border:-crop_border]
-        return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+        rgb = prepare_for_metric(image, crop_border, test_y_channel=False) / 255.0
+        return torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
 
     @torch.no_grad()
     def score(pred: np.ndarray, gt: np.ndarray, crop_border: int) -> float:

@@ -1,7 +1,7 @@
 """Dead-code restarts for VQGAN training (an addition, not in the official recipe).
 
 A codebook trained from the official near-zero initialisation with few steps collapses onto a handful of
-entries (seen here: 19 of 512 codes used after 400 steps, colours lost). Every ``every`` steps this re-initialises
+entries (seen here: 19 of 512 codes used after 400 steps). Every ``every`` steps this re-initialises
 the entries that no latent picked since the last restart with randomly chosen latents of the current batch, the
 usual remedy (e.g. Dhariwal et al., Jukebox, 2020). It changes training only; the model is unchanged.
 """
