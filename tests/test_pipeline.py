@@ -4,8 +4,11 @@ The ``pipe`` fixture (conftest) is the tiny x4 pipeline with the progress bar di
 """
 
 import json
+import math
+
 import numpy as np
 import PIL.Image
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -56,7 +59,9 @@ def test_save_load_round_trip_bit_exact(pipe, tmp_path, safe):
     pipe.save_pretrained(tmp_path, safe_serialization=safe)
     index = json.loads((tmp_path / "model_index.json").read_text())
     assert index["_class_name"] == "ITERPipeline"
-    assert {k: v for k, v in index.items() if not k.startswith("_")} == COMPONENT_ENTRIES
+    # the components, and the pipeline's own settings (the default colour fix: none for converted weights)
+    assert {k: v for k, v in index.items() if not k.startswith("_")} == COMPONENT_ENTRIES | {
+        "color_fix": None, "color_fix_levels": 5}
     suffix = "safetensors" if safe else "bin"
     for name in ("vqvae", "encoder", "evaluator", "refiner"):
         assert (tmp_path / name / f"diffusion_pytorch_model.{suffix}").is_file()
@@ -576,15 +581,29 @@ def test_auto_tiling(pipe, monkeypatch):
     x = image(24, 20)
     assert torch.equal(run(pipe, x, steps=2), run(pipe, x, steps=2, tile_size=None))  # "auto" is the default
     assert calls == []
-    # a large input is tiled with the official 256-pixel tiles (with a stand-in model: no real compute)
+    # an input whose run would exceed the memory budget is tiled into the fewest equal tiles that fit
+    # (with a stand-in model: no real compute)
     monkeypatch.setattr(ITERPipeline, "_run", _nearest_run)
-    big = torch.rand(1, 3, 720, 720, generator=torch.Generator().manual_seed(0))
-    out = run(pipe, big, steps=1)
-    assert calls == [((720, 720), pipeline_iter.AUTO_TILE_SIZE)]
-    assert out.shape == (1, 3, 720 * S, 720 * S)
+    per_pixel = pipe.activation_bytes_per_pixel()
+    monkeypatch.setattr(pipeline_iter, "AUTO_TILE_BUDGET", 64 * 64 * per_pixel)
+    big = torch.rand(1, 3, 60, 70, generator=torch.Generator().manual_seed(0))
+    out = run(pipe, big, steps=1, tile_padding=4)
+    shape = pipe.auto_tile_shape(60, 70, 4)
+    assert calls == [((60, 70), shape)]
+    rows, cols = math.ceil(60 / shape[0]), math.ceil(70 / shape[1])
+    assert rows * cols > 1
+    for tile in ((shape[0], shape[1]), (math.ceil(60 / rows), math.ceil(70 / cols))):  # every run fits the budget
+        run_h, run_w = pipe.padded_size(min(tile[0] + 8, 60), min(tile[1] + 8, 70))
+        assert run_h * run_w <= 64 * 64
+    # and no other shape with fewer tiles fits
+    for r in range(1, rows * cols):
+        for c in range(1, rows * cols // r + 1):
+            if r * c < rows * cols:
+                run_h, run_w = pipe.padded_size(min(math.ceil(60 / r) + 8, 60), min(math.ceil(70 / c) + 8, 70))
+                assert run_h * run_w > 64 * 64
+    assert out.shape == (1, 3, 60 * S, 70 * S)
     assert (out - F.interpolate(big, scale_factor=S, mode="nearest")).abs().max() < 1e-6
-    assert run(pipe, torch.rand(1, 3, 719, 720), steps=1).shape[2] == 719 * S
-    assert len(calls) == 1  # 719·720 < 720²: not tiled
+    assert pipe.auto_tile_shape(20, 20, 4) is None  # fits: not tiled
 
 
 def test_tiling_rejects_intermediates_latents_and_latent_output(pipe):

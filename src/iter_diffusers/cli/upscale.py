@@ -411,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--steps", type=_positive_int, default=8, help="refinement steps T (default: %(default)s)")
     model.add_argument("--alpha", type=_unit_float, default=None,
                        help="mask threshold alpha of the token evaluator (default: the model's, 0.7 officially)")
+    model.add_argument("--color_fix", default=None, choices=("wavelet", "adain", "none"),
+                       help="colour / low-frequency correction from the input (default: the model's; the bundled "
+                            "model uses wavelet, converted official weights none)")
     model.add_argument("--seed", type=int, default=DEFAULT_SEED,
                        help="random seed, the same for every image (default: %(default)s)")
 
@@ -597,6 +600,7 @@ def upscale_file(pipe, job: Job, args, console: Console) -> str:
             source.rgb,
             num_inference_steps=args.steps,
             mask_threshold=args.alpha,
+            color_fix=args.color_fix,
             generator=generator,
             tile_size=args.tile,
             tile_padding=args.tile_padding,

@@ -1,6 +1,7 @@
 """Image quality metrics for evaluating super-resolution results.
 
 * :func:`calculate_psnr`, :func:`calculate_ssim`: full-reference, on the BT.601 Y channel by default;
+* :func:`calculate_color_error`: the largest per-channel difference of mean colours (global or per tile);
 * :func:`calculate_niqe`: no-reference NIQE with the MATLAB release's pristine model;
 * :func:`imresize`: MATLAB-compatible bicubic ``imresize``;
 * the ``iter-sr-eval`` command line tool (:mod:`iter_diffusers.evaluation.cli`) evaluates folders of images.
@@ -10,10 +11,11 @@ through :class:`~iter_diffusers.training.losses.VGG16PerceptualLoss` (torch; no 
 files are available.
 """
 
-from .metrics import calculate_psnr, calculate_ssim, prepare_for_metric, rgb2ycbcr_y, to_float255
+from .metrics import calculate_color_error, calculate_psnr, calculate_ssim, prepare_for_metric, rgb2ycbcr_y, to_float255
 from .niqe import calculate_niqe, imresize, load_niqe_params
 
 __all__ = [
+    "calculate_color_error",
     "calculate_psnr",
     "calculate_ssim",
     "calculate_niqe",

@@ -29,6 +29,7 @@ __all__ = [
     "prepare_for_metric",
     "calculate_psnr",
     "calculate_ssim",
+    "calculate_color_error",
     "gaussian_kernel_1d",
     "correlate_separable",
 ]
@@ -183,3 +184,25 @@ def calculate_ssim(img: np.ndarray, img2: np.ndarray, crop_border: int = 0, test
     if a.shape[0] < 11 or a.shape[1] < 11:
         raise ValueError(f"SSIM needs images of at least 11x11 pixels after cropping, got {a.shape[0]}x{a.shape[1]}")
     return float(np.mean([_ssim_single(a[:, :, c], b[:, :, c]) for c in range(a.shape[2])]))
+
+
+def calculate_color_error(img: np.ndarray, img2: np.ndarray, crop_border: int = 0, block: int = 0) -> float:
+    """Mean-colour error on the 0–255 scale: the largest per-channel difference of RGB means.
+
+    With ``block > 0`` the means are taken over ``block × block`` tiles (a remainder at the edges is dropped) and the
+    per-channel differences are averaged over tiles before the largest is taken: a local hue shift that a global
+    mean hides (a red object turning orange in an otherwise right image) shows here.
+    """
+    a, b = _pair(img, img2, crop_border, test_y_channel=False)
+    if a.ndim != 3:
+        raise ValueError("calculate_color_error needs RGB images")
+    if block > 0:
+        rows, cols = a.shape[0] // block, a.shape[1] // block
+        if rows == 0 or cols == 0:
+            raise ValueError(f"block {block} is larger than the image ({a.shape[0]}x{a.shape[1]})")
+
+        def tile_means(x: np.ndarray) -> np.ndarray:
+            return x[: rows * block, : cols * block].reshape(rows, block, cols, block, 3).mean(axis=(1, 3))
+
+        return float(np.abs(tile_means(a) - tile_means(b)).mean(axis=(0, 1)).max())
+    return float(np.abs(a.mean(axis=(0, 1)) - b.mean(axis=(0, 1))).max())

@@ -36,9 +36,12 @@ class VectorQuantizer(nn.Module):
 
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         """Codebook index of every latent vector of ``z`` (B, C, h, w) -> (B, h, w) int64."""
-        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-        codebook = self.embedding.weight
-        distances = (flat**2).sum(1, keepdim=True) + (codebook**2).sum(1) - 2 * flat @ codebook.t()
+        # In fp32 whatever the model dtype or autocast: in bf16/fp16 near-equal distances swap, and the tokens
+        # (ITER's ground truth in training, S_l's meaning at inference) would depend on the precision.
+        with torch.autocast(z.device.type, enabled=False):
+            flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
+            codebook = self.embedding.weight.float()
+            distances = (flat**2).sum(1, keepdim=True) + (codebook**2).sum(1) - 2 * flat @ codebook.t()
         return distances.argmin(1).view(z.shape[0], z.shape[2], z.shape[3])
 
     def forward(self, z: torch.Tensor):

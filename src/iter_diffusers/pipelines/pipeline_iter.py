@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -13,11 +14,13 @@ from diffusers.utils import BaseOutput
 
 from ..models import ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITERTokenEvaluator, ITERVQModel
 from ..schedulers import MaskedTokenScheduler
+from .color_fix import COLOR_FIXES, apply_color_fix
 from .image_io import OUTPUT_TYPES, mirror_pad, postprocess, to_image_tensors
 
-#: Inputs with at least this many pixels are tiled when ``tile_size="auto"`` (the official script: 720²).
-AUTO_TILE_PIXELS = 720 * 720
-AUTO_TILE_SIZE = 256
+#: ``tile_size="auto"`` keeps one tile's estimated activation memory under this many bytes (and under a quarter of
+#: the free memory of the device). 1 GiB holds a whole 800×600 input of the paper-size model on a GPU, and keeps the
+#: bundled model under 2 GB of peak RSS on any input on a CPU.
+AUTO_TILE_BUDGET = 1 << 30
 
 
 @dataclass
@@ -53,6 +56,11 @@ class ITERPipeline(DiffusionPipeline):
         evaluator ([`ITERTokenEvaluator`]): φ_e, judges which tokens are right.
         refiner ([`ITERRefinementTransformer`]): φ_r, re-predicts the masked tokens given S_l.
         scheduler ([`MaskedTokenScheduler`]): the masked-token schedule and sampler.
+        color_fix (`str`, *optional*): the default colour / low-frequency correction from the input
+            (``"wavelet"``, ``"adain"`` or None; see :mod:`.color_fix`). Stored in ``model_index.json`` so each
+            model folder carries its own default: None for the converted official weights (exact parity).
+        color_fix_levels (`int`, defaults to 5): wavelet levels; the input's band below about 2^(levels+1)
+            output pixels replaces the restoration's.
     """
 
     model_cpu_offload_seq = "encoder->evaluator->refiner->vqvae"
@@ -65,9 +73,13 @@ class ITERPipeline(DiffusionPipeline):
         evaluator: ITERTokenEvaluator,
         refiner: ITERRefinementTransformer,
         scheduler: MaskedTokenScheduler,
+        color_fix: str | None = None,
+        color_fix_levels: int = 5,
     ):
         super().__init__()
         self.register_modules(vqvae=vqvae, encoder=encoder, evaluator=evaluator, refiner=refiner, scheduler=scheduler)
+        _check_color_fix(color_fix, color_fix_levels)
+        self.register_to_config(color_fix=color_fix, color_fix_levels=color_fix_levels)
 
     @property
     def upscale_factor(self) -> int:
@@ -141,6 +153,45 @@ class ITERPipeline(DiffusionPipeline):
             latents = latents.repeat_interleave(per_prompt, dim=0)
         return latents
 
+    def activation_bytes_per_pixel(self) -> int:
+        """Estimated peak bytes per LQ pixel of a run: the decoder's full-resolution layers dominate, with about six
+        live activations of their width (measured: 12 KB per LQ pixel for the bundled model, fp32)."""
+        config = self.vqvae.config
+        full_resolution_width = max(config.base_channels * m for m in config.channel_multipliers[:2])
+        itemsize = torch.finfo(self.vqvae.dtype).bits // 8
+        return 6 * full_resolution_width * itemsize * self.upscale_factor**2
+
+    def auto_tile_shape(self, height: int, width: int, tile_padding: int) -> tuple[int, int] | None:
+        """``tile_size="auto"``: None when the whole (padded) input fits the memory budget, else the tile shape
+        (LQ pixels) of the fewest equal tiles whose padded runs fit it."""
+        budget = min(AUTO_TILE_BUDGET, _free_memory(self._execution_device) // 4)
+        max_pixels = max(budget // self.activation_bytes_per_pixel(), 64 * 64)
+
+        def run_pixels(tile_h: int, tile_w: int, pad: int) -> int:
+            run_h, run_w = self.padded_size(min(tile_h + 2 * pad, height), min(tile_w + 2 * pad, width))
+            return run_h * run_w
+
+        if run_pixels(height, width, 0) <= max_pixels:
+            return None
+        best = None  # (tile count, pixels per run, shape)
+        for rows in range(1, height + 1):
+            if best is not None and rows > best[0]:
+                break
+            tile_h = math.ceil(height / rows)
+            if run_pixels(tile_h, 1, tile_padding) > max_pixels:
+                continue
+            low, high = 1, width  # fewest columns that fit: the run size shrinks as columns are added
+            while low < high:
+                middle = (low + high) // 2
+                low, high = (low, middle) if run_pixels(tile_h, math.ceil(width / middle), tile_padding) <= max_pixels \
+                    else (middle + 1, high)
+            shape = (tile_h, math.ceil(width / low))
+            best = min(best or (math.inf,), (rows * low, run_pixels(*shape, tile_padding), shape))
+        if best is None:  # the padding alone exceeds the budget: the smallest useful tiles
+            side = self.encoder.pad_multiple
+            return min(side, height), min(side, width)
+        return best[2]
+
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         """The official padding: up to the next multiple of the token window, always at least one pixel
         (a whole window when the side is already a multiple)."""
@@ -161,8 +212,10 @@ class ITERPipeline(DiffusionPipeline):
         callback_on_step_end,
         callback_on_step_end_tensor_inputs,
         progress_bar,
+        color_fix: str | None = None,
     ) -> _RunResult:
-        """Super-resolve a batch of same-size LQ images (B, 3, H, W) in [0, 1]: pad, E_l, refine, decode, crop."""
+        """Super-resolve a batch of same-size LQ images (B, 3, H, W) in [0, 1]: pad, E_l, refine, decode, crop,
+        colour fix (per tile when tiled: memory stays bounded, and the tile padding gives the fix its context)."""
         device = self._execution_device
         batch, _, height, width = lq.shape
         padded = mirror_pad(lq, *self.padded_size(height, width))
@@ -220,9 +273,10 @@ class ITERPipeline(DiffusionPipeline):
 
         crop = (slice(None), slice(None), slice(0, height * self.upscale_factor), slice(0, width * self.upscale_factor))
         images = self.vqvae.decode(tokens).sample[crop].float()
+        images = apply_color_fix(images, lq, color_fix, self.config.color_fix_levels)
         return _RunResult(images, tokens, step_tokens or None, step_masks or None)
 
-    def _run_tiled(self, lq, generator, tile_size, tile_padding, tile_blending, run_kwargs) -> torch.Tensor:
+    def _run_tiled(self, lq, generator, tile_shape, tile_padding, tile_blending, run_kwargs) -> torch.Tensor:
         """Restore one image (1, 3, H, W) tile by tile (Real-ESRGAN's scheme, the official ``test_tile``).
 
         Tiles are visited row by row and share the image's generator in that order. Without blending the centre
@@ -231,11 +285,12 @@ class ITERPipeline(DiffusionPipeline):
         """
         s = self.upscale_factor
         _, _, height, width = lq.shape
+        tile_h, tile_w = tile_shape
         out = torch.zeros(1, 3, height * s, width * s)
         weight = torch.zeros(1, 1, height * s, width * s)
-        for y0 in range(0, height, tile_size):
-            for x0 in range(0, width, tile_size):
-                y1, x1 = min(y0 + tile_size, height), min(x0 + tile_size, width)
+        for y0 in range(0, height, tile_h):
+            for x0 in range(0, width, tile_w):
+                y1, x1 = min(y0 + tile_h, height), min(x0 + tile_w, width)
                 py0, px0 = max(y0 - tile_padding, 0), max(x0 - tile_padding, 0)
                 py1, px1 = min(y1 + tile_padding, height), min(x1 + tile_padding, width)
                 tile = self._run(lq[:, :, py0:py1, px0:px1], [generator], **run_kwargs).images.cpu()
@@ -270,6 +325,7 @@ class ITERPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
+        color_fix: str | None = None,
     ):
         r"""Super-resolve ``image`` by the factor s of the loaded weights (x2 or x4).
 
@@ -284,8 +340,10 @@ class ITERPipeline(DiffusionPipeline):
             latents: initial token ids S_l (B, h, w) replacing E_l's (untiled same-size batches only); (h, w) is the
                 padded input's token grid, B the number of inputs (repeated ``num_images_per_prompt`` times) or of
                 outputs.
-            tile_size: LQ tile side for tiled inference; ``None`` never tiles; ``"auto"`` tiles with 256-pixel
-                tiles when H·W ≥ 720², as the official script does.
+            tile_size: LQ tile side for tiled inference; ``None`` never tiles; ``"auto"`` tiles only when a whole
+                run would need more than ``AUTO_TILE_BUDGET`` (1 GiB, at most a quarter of the free memory) by
+                :meth:`activation_bytes_per_pixel`, with the fewest equal tiles that fit (see
+                :meth:`auto_tile_shape`). The official script tiles with 256-pixel tiles from 720² pixels on.
             tile_padding: LQ pixels of context around each tile (official 16).
             tile_blending: blend overlapping tiles (default); ``False`` pastes tile centres (official).
             return_intermediates: also return the image and the keep-mask after every step.
@@ -294,6 +352,8 @@ class ITERPipeline(DiffusionPipeline):
             callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after every step;
                 may return replacements for ``latents`` (token ids) and ``kept_mask``.
             callback_on_step_end_tensor_inputs: names from ``_callback_tensor_inputs`` passed to the callback.
+            color_fix: ``"wavelet"``, ``"adain"`` or ``"none"``; None uses the pipeline's configured default
+                (``pipe.config.color_fix``). Applied to the final and the per-step images, not to token outputs.
         """
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
@@ -303,6 +363,8 @@ class ITERPipeline(DiffusionPipeline):
                           callback_on_step_end, token_temperature, mask_temperature)
         if image is None:
             raise ValueError("image is required")
+        color_fix = self.config.color_fix if color_fix is None else (None if color_fix == "none" else color_fix)
+        _check_color_fix(color_fix, self.config.color_fix_levels)
         inputs = to_image_tensors(image)
         images = [x for x in inputs for _ in range(num_images_per_prompt)]
         generators = self._per_image_generators(generator, len(images))
@@ -311,10 +373,10 @@ class ITERPipeline(DiffusionPipeline):
 
         tile_for = {}
         for n, x in enumerate(images):
-            size = tile_size
             if tile_size == "auto":
-                size = AUTO_TILE_SIZE if x.shape[1] * x.shape[2] >= AUTO_TILE_PIXELS else None
-            tile_for[n] = size
+                tile_for[n] = self.auto_tile_shape(*x.shape[1:], tile_padding)
+            else:
+                tile_for[n] = None if tile_size is None else (tile_size, tile_size)
         if (return_intermediates or latents is not None) and any(v is not None for v in tile_for.values()):
             raise ValueError("return_intermediates and latents are not supported with tiling; pass tile_size=None")
         if output_type == "latent" and any(v is not None for v in tile_for.values()):
@@ -339,6 +401,7 @@ class ITERPipeline(DiffusionPipeline):
             return_intermediates=return_intermediates,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
+            color_fix=color_fix,
         )
         total_steps = sum(
             num_inference_steps * (_num_tiles(images[m[0]], tile_for[m[0]]) if key[0] == "tile" else 1)
@@ -364,13 +427,13 @@ class ITERPipeline(DiffusionPipeline):
                         None if run.step_masks is None else [m[j] for m in run.step_masks],
                     )
 
-        output = self._format(results, output_type, return_intermediates, images)
+        output = self._format(results, output_type, return_intermediates, images, color_fix)
         self.maybe_free_model_hooks()
         if not return_dict:
             return output
         return ITERPipelineOutput(*output)
 
-    def _format(self, results: list[_RunResult], output_type: str, return_intermediates: bool, inputs):
+    def _format(self, results: list[_RunResult], output_type: str, return_intermediates: bool, inputs, color_fix):
         same_size = len({tuple(x.shape) for x in inputs}) == 1
 
         def collect(tensors: list[torch.Tensor]):
@@ -399,14 +462,32 @@ class ITERPipeline(DiffusionPipeline):
             decoded = []
             for r, x in zip(results, inputs):
                 crop = (..., slice(0, x.shape[1] * s), slice(0, x.shape[2] * s))
-                decoded.append(self.vqvae.decode(r.step_tokens[step]).sample[crop].float())
+                step_image = self.vqvae.decode(r.step_tokens[step]).sample[crop].float()
+                decoded.append(apply_color_fix(step_image, x[None], color_fix, self.config.color_fix_levels))
             step_images.append(collect(decoded))
         step_masks = [[r.step_masks[step] for r in results] for step in range(num_steps)]
         return (images, step_images, step_masks)
 
 
-def _num_tiles(image: torch.Tensor, tile_size: int) -> int:
-    return math.ceil(image.shape[1] / tile_size) * math.ceil(image.shape[2] / tile_size)
+def _check_color_fix(method, levels) -> None:
+    if method is not None and method not in COLOR_FIXES:
+        raise ValueError(f"color_fix must be one of {COLOR_FIXES}, 'none' or None, got {method!r}")
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"color_fix_levels must be a positive int, got {levels!r}")
+
+
+def _num_tiles(image: torch.Tensor, tile_shape: tuple[int, int]) -> int:
+    return math.ceil(image.shape[1] / tile_shape[0]) * math.ceil(image.shape[2] / tile_shape[1])
+
+
+def _free_memory(device: torch.device) -> int:
+    """Bytes free on ``device``: the GPU's own memory for CUDA, the host's available memory otherwise."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # not POSIX: rely on the budget alone
+        return AUTO_TILE_BUDGET * 4
 
 
 def _overlap_ramp(p0: int, p1: int, c0: int, c1: int, size: int, pad: int, scale: int) -> torch.Tensor:

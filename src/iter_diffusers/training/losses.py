@@ -352,8 +352,12 @@ def ssim(
 
 
 def ssim_loss(pred: torch.Tensor, target: torch.Tensor, **kwargs) -> torch.Tensor:
-    """``1 - SSIM`` averaged over the batch, on RGB in [0, 1] (the official ``ssimc`` loss); see :func:`ssim`."""
-    return 1.0 - ssim(pred, target, **kwargs).mean()
+    """``1 - SSIM`` averaged over the batch, on RGB in [0, 1] (the official ``ssimc`` loss); see :func:`ssim`.
+
+    Computed in fp32 whatever the autocast: the variances are differences of near-equal moments, which bf16/fp16
+    cancel to noise (and then to inf/NaN through the division)."""
+    with torch.autocast(pred.device.type, enabled=False):
+        return 1.0 - ssim(pred.float(), target.float(), **kwargs).mean()
 
 
 # ----------------------------------------------------------------------------------------------------------------

