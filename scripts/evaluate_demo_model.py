@@ -48,6 +48,17 @@ def comparison_strip(panels: dict, scale: int, side: int = 192, gap: int = 4) ->
     return PIL.Image.fromarray(strip)
 
 
+def stack_rows(rows: list[PIL.Image.Image], gap: int = 4) -> PIL.Image.Image:
+    """Comparison strips one above the other, ``gap`` white pixels apart."""
+    width = max(row.width for row in rows)
+    canvas = PIL.Image.new("RGB", (width, sum(row.height for row in rows) + gap * (len(rows) - 1)), "white")
+    top = 0
+    for row in rows:
+        canvas.paste(row, (0, top))
+        top += row.height + gap
+    return canvas
+
+
 def summarise(rows: list[dict], label: str) -> list[str]:
     methods = [key[: -len("_psnr")] for key in rows[0] if key.endswith("_psnr")]
     lines = []
@@ -82,9 +93,10 @@ def main():
     parser.add_argument("--niqe", action="store_true", help="also compute NIQE (slow)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--outputs", default=None, help="folder for LQ / bicubic / ITER / HQ images")
-    parser.add_argument("--comparison", default=None, help="PNG of 1:1 centre crops: LQ | bicubic | ITER | HQ")
-    parser.add_argument("--comparison_image", default=None,
-                        help="SET/FILE_STEM of the photo for --comparison (default: the first of the first set)")
+    parser.add_argument("--comparison", default=None,
+                        help="PNG of 1:1 centre crops, one row per --comparison_image: LQ | bicubic | ITER | HQ")
+    parser.add_argument("--comparison_image", action="append", default=[], metavar="SET/FILE_STEM",
+                        help="a photo for --comparison (repeatable; default: the first of the first set)")
     args = parser.parse_args()
 
     sets = parse_named(args.set, "--set")
@@ -93,12 +105,12 @@ def main():
     pipe.set_progress_bar_config(disable=True)
     scale = pipe.upscale_factor
     chains = [c.strip() for c in args.chains.split(",") if c.strip()]
-    comparison_key = args.comparison_image
+    comparison_keys, comparison_rows = list(args.comparison_image), {}
     summary, table = {"model": args.model, "variants": variants, "results": {}}, []
 
     for set_name, folder in sets.items():
         paths = list_images(folder)
-        comparison_key = comparison_key or f"{set_name}/{paths[0].stem}"
+        comparison_keys = comparison_keys or [f"{set_name}/{paths[0].stem}"]
         for chain in chains:
             rows = []
             for index, path in enumerate(paths):
@@ -115,8 +127,8 @@ def main():
                     folder_out.mkdir(parents=True, exist_ok=True)
                     for name, image in panels.items():
                         PIL.Image.fromarray(image).save(folder_out / f"{path.stem}_{name}.png")
-                if args.comparison and chain == chains[0] and f"{set_name}/{path.stem}" == comparison_key:
-                    comparison_strip(panels, scale).save(args.comparison)
+                if chain == chains[0] and f"{set_name}/{path.stem}" in comparison_keys:
+                    comparison_rows[f"{set_name}/{path.stem}"] = comparison_strip(panels, scale)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
             summary["results"][f"{set_name}/{chain}"] = rows
@@ -136,6 +148,8 @@ def main():
             table.append(f"| real-world LQ ({len(rows)}) | {name} | – | – | – | – | "
                          f"{np.mean([r[f'{name}_niqe'] for r in rows]):.2f} |")
 
+    if args.comparison and comparison_rows:
+        stack_rows([comparison_rows[k] for k in comparison_keys if k in comparison_rows]).save(args.comparison)
     header = ["| set | method | PSNR-Y ↑ | SSIM-Y ↑ | colour error ↓ | local colour error ↓ | NIQE ↓ |",
               "|---|---|---|---|---|---|---|"]
     summary["table"] = "\n".join(header + table)

@@ -82,6 +82,7 @@ def test_pipeline_color_fix_is_a_saved_setting(pipe, tmp_path):
     assert torch.equal(run(pipe, x, color_fix="none"), plain)
     fixed = run(pipe, x, color_fix="wavelet")
     assert torch.equal(fixed, apply_color_fix(plain, x, "wavelet", 5))
+    assert torch.equal(run(pipe, x, color_fix="wavelet", color_fix_levels=2), apply_color_fix(plain, x, "wavelet", 2))
 
     pipe.register_to_config(color_fix="wavelet", color_fix_levels=2)
     try:

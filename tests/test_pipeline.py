@@ -493,6 +493,15 @@ def _nearest_run(self, lq, generators, **kwargs):
     return _RunResult(images=F.interpolate(lq, scale_factor=S, mode="nearest"), tokens=tokens)
 
 
+def test_pt_outputs_are_on_the_execution_device_tiled_or_not(pipe, monkeypatch):
+    """Tiles are assembled on the CPU; "pt" outputs still come back on the execution device (here: meta)."""
+    monkeypatch.setattr(ITERPipeline, "_run", _nearest_run)
+    monkeypatch.setattr(ITERPipeline, "_execution_device", property(lambda self: torch.device("meta")))
+    for tile_size in (None, 16):
+        out = pipe(image(20, 24), output_type="pt", tile_size=tile_size).images
+        assert out.device.type == "meta" and out.shape == (1, 3, 20 * S, 24 * S)
+
+
 def test_tiled_shape_and_progress(pipe, capsys):
     pipe.set_progress_bar_config(disable=False)
     capsys.readouterr()
@@ -675,3 +684,30 @@ def test_progress_bar_config(pipe, capsys):
     pipe.set_progress_bar_config(disable=True)
     run(pipe, image(), steps=3)
     assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------------------------------- components
+
+
+@pytest.mark.parametrize("component,change,message", [
+    ("encoder", {"num_vq_embeddings": 32}, r"codebook size K differs: vqvae.num_vq_embeddings = \d+ but encoder\.num"),
+    ("refiner", {"num_vq_embeddings": 32, "out_channels": 32}, "but refiner.num_vq_embeddings = 32"),
+    ("evaluator", {"swin_window_size": 4}, r"Swin window \(tokens\) differs: encoder.swin_window_size = \d+ but evaluator"),
+    ("encoder", {"vq_scale_factor": 16}, "encoder.vq_scale_factor = 16 but the vqvae downsamples by 8"),
+    ("evaluator", {"out_channels": 3}, "evaluator scores"),
+])
+def test_mismatched_components_are_refused(pipe, component, change, message):
+    parts = dict(pipe.components)
+    original = parts[component]
+    parts[component] = type(original).from_config({**original.config, **change})
+    with pytest.raises(ValueError, match=message):
+        ITERPipeline(**parts)
+
+
+def test_refiner_needs_its_mask_token():
+    from iter_diffusers import ITERRefinementTransformer
+
+    with pytest.raises(ValueError, match="use_mask_token=True"):
+        ITERRefinementTransformer(num_vq_embeddings=16, out_channels=16, use_mask_token=False)
+    with pytest.raises(ValueError, match="out_channels = 16"):
+        ITERRefinementTransformer(num_vq_embeddings=16, out_channels=2)

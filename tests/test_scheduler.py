@@ -150,7 +150,7 @@ def test_set_timesteps_resets_state():
     assert scheduler.num_inference_steps == 4 and len(scheduler) == 4
     assert scheduler.timesteps.tolist() == [3, 2, 1, 0]
     assert scheduler.timesteps.dtype == torch.int64
-    assert [scheduler.step_index(t) for t in scheduler.timesteps] == [0, 1, 2, 3]
+    assert [scheduler.index_for_timestep(t) for t in scheduler.timesteps] == [0, 1, 2, 3]
     assert scheduler.num_kept_tokens(scheduler.timesteps[2], 16, 16) == 128  # 2/4, not 2/8
     with pytest.raises(ValueError):
         scheduler.set_timesteps(0)

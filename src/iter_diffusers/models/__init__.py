@@ -1,16 +1,16 @@
 """ITER networks as diffusers models."""
 
-from .lq_encoder import ITERDistortionRemovalEncoder, ITEREncoderOutput
-from .token_networks import ITERRefinementTransformer, ITERTokenEvaluator, ITERTokenTransformer, TokenNetworkOutput
+from .lq_encoder import ITERDistortionRemovalEncoder
+from .outputs import ITERLogitsOutput
+from .token_networks import ITERRefinementTransformer, ITERTokenEvaluator, ITERTokenTransformer
 from .vqgan import ITERVQModel, VectorQuantizer
 
 __all__ = [
     "ITERDistortionRemovalEncoder",
-    "ITEREncoderOutput",
+    "ITERLogitsOutput",
     "ITERRefinementTransformer",
     "ITERTokenEvaluator",
     "ITERTokenTransformer",
     "ITERVQModel",
-    "TokenNetworkOutput",
     "VectorQuantizer",
 ]

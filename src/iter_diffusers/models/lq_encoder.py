@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from diffusers.utils import BaseOutput
 from torch import nn
 
 from .blocks import LeakyResnetBlock
+from .outputs import ITERLogitsOutput
 from .swin import SwinLayers
-
-
-@dataclass
-class ITEREncoderOutput(BaseOutput):
-    """``logits``: (B, K, h, w) scores over the K codebook entries; their argmax is S_l."""
-
-    logits: torch.Tensor
 
 
 class _StridedStage(nn.Module):
@@ -109,4 +101,4 @@ class ITERDistortionRemovalEncoder(ModelMixin, ConfigMixin):
         for stage in self.down:
             x = stage(x)
         logits = self.conv_out(self.swin(self.proj_in(x)))
-        return ITEREncoderOutput(logits=logits) if return_dict else (logits,)
+        return ITERLogitsOutput(logits=logits) if return_dict else (logits,)

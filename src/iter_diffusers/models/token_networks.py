@@ -13,24 +13,15 @@ same thing without materialising K-channel one-hots. φ_r has one extra table ro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
-from diffusers.utils import BaseOutput
 from torch import nn
 
 from .blocks import group_norm
+from .outputs import ITERLogitsOutput
 from .swin import SwinLayers
-
-
-@dataclass
-class TokenNetworkOutput(BaseOutput):
-    """``logits``: (B, out_channels, h, w)."""
-
-    logits: torch.Tensor
 
 
 class ITERTokenTransformer(ModelMixin, ConfigMixin):
@@ -105,7 +96,7 @@ class ITERTokenTransformer(ModelMixin, ConfigMixin):
         h = self.combine(torch.cat([x, cond], dim=-1)).permute(0, 3, 1, 2)
         h = self.swin(h.contiguous())
         logits = self.conv_out(F.silu(self.norm_out(h)))
-        return TokenNetworkOutput(logits=logits) if return_dict else (logits,)
+        return ITERLogitsOutput(logits=logits) if return_dict else (logits,)
 
 
 class ITERTokenEvaluator(ITERTokenTransformer):
@@ -115,4 +106,32 @@ class ITERTokenEvaluator(ITERTokenTransformer):
 
 class ITERRefinementTransformer(ITERTokenTransformer):
     r"""φ_r, the refinement (de-masking) network: given S_l (with φ_e's untrusted positions flagged) and the
-    current map with hidden positions set to the mask token, logits (B, K, h, w) over the codebook."""
+    current map with hidden positions set to the mask token, logits (B, K, h, w) over the codebook.
+
+    Its own defaults: ``out_channels`` = K (a distribution over the codes) and a mask token; both are required.
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        num_vq_embeddings: int = 512,
+        out_channels: int = 512,
+        use_mask_token: bool = True,
+        hidden_dim: int = 256,
+        swin_num_groups: int = 4,
+        swin_depth: int = 6,
+        swin_num_heads: int = 8,
+        swin_window_size: int = 8,
+        mlp_ratio: float = 4.0,
+    ):
+        if out_channels != num_vq_embeddings or not use_mask_token:
+            raise ValueError(
+                f"φ_r predicts one of the K = {num_vq_embeddings} codes from masked maps: it needs out_channels = "
+                f"{num_vq_embeddings} and use_mask_token=True, got out_channels={out_channels}, "
+                f"use_mask_token={use_mask_token}"
+            )
+        super().__init__(
+            num_vq_embeddings=num_vq_embeddings, out_channels=out_channels, use_mask_token=use_mask_token,
+            hidden_dim=hidden_dim, swin_num_groups=swin_num_groups, swin_depth=swin_depth,
+            swin_num_heads=swin_num_heads, swin_window_size=swin_window_size, mlp_ratio=mlp_ratio,
+        )

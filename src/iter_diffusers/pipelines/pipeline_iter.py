@@ -77,6 +77,7 @@ class ITERPipeline(DiffusionPipeline):
         color_fix_levels: int = 5,
     ):
         super().__init__()
+        _check_components(vqvae, encoder, evaluator, refiner)
         self.register_modules(vqvae=vqvae, encoder=encoder, evaluator=evaluator, refiner=refiner, scheduler=scheduler)
         _check_color_fix(color_fix, color_fix_levels)
         self.register_to_config(color_fix=color_fix, color_fix_levels=color_fix_levels)
@@ -212,7 +213,7 @@ class ITERPipeline(DiffusionPipeline):
         callback_on_step_end,
         callback_on_step_end_tensor_inputs,
         progress_bar,
-        color_fix: str | None = None,
+        color_fix: tuple[str | None, int] = (None, 5),
     ) -> _RunResult:
         """Super-resolve a batch of same-size LQ images (B, 3, H, W) in [0, 1]: pad, E_l, refine, decode, crop,
         colour fix (per tile when tiled: memory stays bounded, and the tile padding gives the fix its context)."""
@@ -231,31 +232,22 @@ class ITERPipeline(DiffusionPipeline):
         scheduler.set_timesteps(num_inference_steps, device=device)
         evaluator_logits = self.evaluator(lq_tokens, lq_tokens).logits
         trusted = scheduler.trusted_mask(evaluator_logits, mask_threshold)  # B
-        num_trusted = trusted.flatten(1).sum(1).tolist()
+        start_steps = scheduler.start_steps(trusted)  # (B,) on the CPU: which steps each image runs
         tokens, kept = lq_tokens.clone(), trusted.clone()
-        started = [False] * batch
         step_tokens, step_masks = [], []
 
         for i, t in enumerate(scheduler.timesteps):
             if self.interrupt:
                 break
-            step_kept = trusted.clone()
-            active = [b for b in range(batch) if not scheduler.is_skipped(t, num_trusted[b], token_h, token_w)]
-            if active:
-                idx = torch.tensor(active, device=device)
-                gens = [generators[b] for b in active]
-                resuming = [j for j, b in enumerate(active) if started[b]]
-                if resuming:
-                    sub = idx[resuming]
-                    kept[sub] = scheduler.sample_mask(
-                        evaluator_logits[sub], t, kept[sub], [gens[j] for j in resuming], mask_temperature
-                    )
-                for b in active:
-                    started[b] = True
-                logits = self.refiner(tokens[idx], lq_tokens[idx], visible_mask=kept[idx], trusted_mask=trusted[idx]).logits
-                tokens[idx] = scheduler.step(logits, t, tokens[idx], gens, token_temperature).prev_sample
-                step_kept[idx] = kept[idx]
-
+            active, resuming = start_steps <= i, start_steps < i  # run this step / ran an earlier one
+            on, grow = active.to(device), resuming.to(device)
+            if resuming.any():  # the first executed step keeps B; later ones grow the keep-mask
+                kept[grow] = scheduler.sample_mask(evaluator_logits[grow], t, kept[grow],
+                                                   _select(generators, resuming), mask_temperature)
+            if active.any():
+                logits = self.refiner(tokens[on], lq_tokens[on], visible_mask=kept[on], trusted_mask=trusted[on]).logits
+                tokens[on] = scheduler.step(logits, t, tokens[on], _select(generators, active),
+                                            token_temperature).prev_sample
             if callback_on_step_end is not None:
                 available = {"latents": tokens, "kept_mask": kept, "condition_tokens": lq_tokens, "trusted_mask": trusted}
                 callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
@@ -264,16 +256,16 @@ class ITERPipeline(DiffusionPipeline):
                 kept = callback_outputs.pop("kept_mask", kept)
             # φ_e judges the tokens the next step starts from (after the callback, which may replace them);
             # after the last step it would be wasted.
-            if active and i < num_inference_steps - 1:
-                evaluator_logits[idx] = self.evaluator(tokens[idx], lq_tokens[idx]).logits.to(evaluator_logits.dtype)
+            if active.any() and i < num_inference_steps - 1:
+                evaluator_logits[on] = self.evaluator(tokens[on], lq_tokens[on]).logits.to(evaluator_logits.dtype)
             if return_intermediates:
                 step_tokens.append(tokens.clone())
-                step_masks.append(step_kept.cpu())
+                step_masks.append(torch.where(on[:, None, None], kept, trusted).cpu())
             progress_bar.update()
 
         crop = (slice(None), slice(None), slice(0, height * self.upscale_factor), slice(0, width * self.upscale_factor))
         images = self.vqvae.decode(tokens).sample[crop].float()
-        images = apply_color_fix(images, lq, color_fix, self.config.color_fix_levels)
+        images = apply_color_fix(images, lq, *color_fix)
         return _RunResult(images, tokens, step_tokens or None, step_masks or None)
 
     def _run_tiled(self, lq, generator, tile_shape, tile_padding, tile_blending, run_kwargs) -> torch.Tensor:
@@ -326,6 +318,7 @@ class ITERPipeline(DiffusionPipeline):
         callback_on_step_end: Callable | PipelineCallback | MultiPipelineCallbacks | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
         color_fix: str | None = None,
+        color_fix_levels: int | None = None,
     ):
         r"""Super-resolve ``image`` by the factor s of the loaded weights (x2 or x4).
 
@@ -354,6 +347,7 @@ class ITERPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs: names from ``_callback_tensor_inputs`` passed to the callback.
             color_fix: ``"wavelet"``, ``"adain"`` or ``"none"``; None uses the pipeline's configured default
                 (``pipe.config.color_fix``). Applied to the final and the per-step images, not to token outputs.
+            color_fix_levels: wavelet levels (default: ``pipe.config.color_fix_levels``).
         """
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
@@ -364,7 +358,8 @@ class ITERPipeline(DiffusionPipeline):
         if image is None:
             raise ValueError("image is required")
         color_fix = self.config.color_fix if color_fix is None else (None if color_fix == "none" else color_fix)
-        _check_color_fix(color_fix, self.config.color_fix_levels)
+        color_fix_levels = self.config.color_fix_levels if color_fix_levels is None else color_fix_levels
+        _check_color_fix(color_fix, color_fix_levels)
         inputs = to_image_tensors(image)
         images = [x for x in inputs for _ in range(num_images_per_prompt)]
         generators = self._per_image_generators(generator, len(images))
@@ -401,7 +396,7 @@ class ITERPipeline(DiffusionPipeline):
             return_intermediates=return_intermediates,
             callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            color_fix=color_fix,
+            color_fix=(color_fix, color_fix_levels),
         )
         total_steps = sum(
             num_inference_steps * (_num_tiles(images[m[0]], tile_for[m[0]]) if key[0] == "tile" else 1)
@@ -427,18 +422,21 @@ class ITERPipeline(DiffusionPipeline):
                         None if run.step_masks is None else [m[j] for m in run.step_masks],
                     )
 
-        output = self._format(results, output_type, return_intermediates, images, color_fix)
+        output = self._format(results, output_type, return_intermediates, images, (color_fix, color_fix_levels))
         self.maybe_free_model_hooks()
         if not return_dict:
             return output
         return ITERPipelineOutput(*output)
 
-    def _format(self, results: list[_RunResult], output_type: str, return_intermediates: bool, inputs, color_fix):
+    def _format(self, results: list[_RunResult], output_type: str, return_intermediates: bool, inputs,
+                color_fix: tuple[str | None, int]):
         same_size = len({tuple(x.shape) for x in inputs}) == 1
 
         def collect(tensors: list[torch.Tensor]):
             if output_type == "pil":
                 return [im for t in tensors for im in postprocess(t, "pil")]
+            if output_type == "pt":  # tiles are assembled on the CPU: every "pt" output is on the execution device
+                tensors = [t.to(self._execution_device) for t in tensors]
             if same_size:
                 return postprocess(torch.cat(tensors), output_type)
             return [postprocess(t, output_type)[0] for t in tensors]
@@ -463,10 +461,39 @@ class ITERPipeline(DiffusionPipeline):
             for r, x in zip(results, inputs):
                 crop = (..., slice(0, x.shape[1] * s), slice(0, x.shape[2] * s))
                 step_image = self.vqvae.decode(r.step_tokens[step]).sample[crop].float()
-                decoded.append(apply_color_fix(step_image, x[None], color_fix, self.config.color_fix_levels))
+                decoded.append(apply_color_fix(step_image, x[None], *color_fix))
             step_images.append(collect(decoded))
         step_masks = [[r.step_masks[step] for r in results] for step in range(num_steps)]
         return (images, step_images, step_masks)
+
+
+def _check_components(vqvae, encoder, evaluator, refiner) -> None:
+    """Refuse components that cannot work together, naming the two that disagree."""
+    agreements = [
+        ("codebook size K", "num_vq_embeddings", [("vqvae", vqvae), ("encoder", encoder), ("evaluator", evaluator),
+                                                  ("refiner", refiner)]),
+        ("Swin window (tokens)", "swin_window_size", [("encoder", encoder), ("evaluator", evaluator),
+                                                      ("refiner", refiner), ("vqvae", vqvae)]),
+    ]
+    for what, key, named in agreements:
+        (first_name, first), *others = named
+        for name, component in others:
+            if component.config[key] != first.config[key]:
+                raise ValueError(f"{what} differs: {first_name}.{key} = {first.config[key]} but {name}.{key} = "
+                                 f"{component.config[key]}")
+    if encoder.config.vq_scale_factor != vqvae.scale_factor:
+        raise ValueError(f"pixels per token differ: encoder.vq_scale_factor = {encoder.config.vq_scale_factor} but "
+                         f"the vqvae downsamples by {vqvae.scale_factor} (2^(len(channel_multipliers) - 1))")
+    if evaluator.config.out_channels != 2:
+        raise ValueError(f"the evaluator scores (wrong, right): out_channels must be 2, got {evaluator.config.out_channels}")
+    if refiner.mask_token_id is None or refiner.config.out_channels != refiner.config.num_vq_embeddings:
+        raise ValueError(f"the refiner needs a mask token and out_channels = K = {refiner.config.num_vq_embeddings}, "
+                         f"got use_mask_token={refiner.config.use_mask_token}, out_channels={refiner.config.out_channels}")
+
+
+def _select(generators: list, which: torch.Tensor) -> list:
+    """The generators of the images flagged in the boolean (B,) CPU tensor ``which``."""
+    return [generators[b] for b in which.nonzero().flatten().tolist()]
 
 
 def _check_color_fix(method, levels) -> None:

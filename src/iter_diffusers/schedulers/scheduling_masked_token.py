@@ -108,20 +108,32 @@ class MaskedTokenScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = num_inference_steps
         self.timesteps = torch.arange(num_inference_steps - 1, -1, -1, device=device)
 
-    def step_index(self, timestep: int | torch.Tensor) -> int:
+    def index_for_timestep(self, timestep: int | torch.Tensor) -> int:
+        """i, the position of ``timestep`` in the schedule (0 for the first step, T − 1 for the last)."""
         if self.num_inference_steps is None:
             raise RuntimeError("call set_timesteps() before sampling")
         return self.num_inference_steps - 1 - int(timestep)
 
     def num_kept_tokens(self, timestep: int | torch.Tensor, height: int, width: int) -> int:
         """n_i = int((1 − γ(i/T)) · w · h), computed in float32 like the official code so k matches exactly."""
-        r = torch.tensor([self.step_index(timestep) / self.num_inference_steps], dtype=torch.float32)
+        r = torch.tensor([self.index_for_timestep(timestep) / self.num_inference_steps], dtype=torch.float32)
         kept = (1 - masking_ratio(r, self.config.masking_schedule)) * width * height
         return int(kept)
 
-    def is_skipped(self, timestep: int | torch.Tensor, num_trusted: int, height: int, width: int) -> bool:
-        """Adaptive start: a step is skipped while the schedule would keep fewer tokens than φ_e trusts."""
-        return self.config.adaptive_start and self.num_kept_tokens(timestep, height, width) < num_trusted
+    def start_steps(self, trusted_mask: torch.Tensor) -> torch.Tensor:
+        """Adaptive start: each image's first executed step i, given φ_e's trusted mask B (B, h, w).
+
+        A step is skipped while the schedule would keep fewer tokens than φ_e trusts (n_i < |B|). n_i never
+        decreases with i, so the skipped steps are a prefix and one index per image says which steps run; the
+        first executed step keeps B itself. Without ``adaptive_start`` every image starts at step 0.
+        Returns (B,) int64 on the CPU (one host sync per image batch, none inside the step loop).
+        """
+        batch, height, width = trusted_mask.shape
+        if not self.config.adaptive_start:
+            return torch.zeros(batch, dtype=torch.long)
+        num_trusted = trusted_mask.flatten(1).sum(1).cpu()
+        kept = torch.tensor([self.num_kept_tokens(t, height, width) for t in self.timesteps])
+        return (kept[None, :] < num_trusted[:, None]).sum(1)
 
     def trusted_mask(self, evaluator_logits: torch.Tensor, mask_threshold: float | None = None) -> torch.Tensor:
         """B: 1 where φ_e's probability that the token is right is ≥ α. (B, 2, h, w) logits -> (B, h, w) float."""
