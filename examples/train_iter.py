@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -64,6 +65,7 @@ COMPONENT_CLASSES = {
     "discriminator": UNetDiscriminatorSN,
 }
 LQ_COMPONENTS = ("encoder", "evaluator", "refiner")
+SECRET_ARGS = ("hub_token",)  # never logged, tracked or written to a card
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -329,7 +331,7 @@ def list_checkpoints(output_dir: str) -> list[str]:
     """The ``checkpoint-<step>`` folders of a run, oldest first."""
     if not os.path.isdir(output_dir):
         return []
-    found = (d for d in os.listdir(output_dir) if d.startswith("checkpoint-"))
+    found = (d for d in os.listdir(output_dir) if re.fullmatch(r"checkpoint-\d+", d))
     return sorted(found, key=lambda d: int(d.split("-")[1]))
 
 
@@ -416,10 +418,15 @@ def train(args):
     params = [p for m in trained.values() for p in m.parameters()]
     adam = dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
     optimizer = torch.optim.Adam(params, lr=lr, **adam)
+    # The loader's own generator: creating a loader iterator draws a seed, which would otherwise come from the
+    # global RNG (that φ_r's masks also use) at a different point of a resumed run than of a straight one.
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.train_batch_size, shuffle=True,
                                                collate_fn=collate, num_workers=args.dataloader_num_workers,
-                                               drop_last=len(train_set) >= args.train_batch_size)
-    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+                                               drop_last=len(train_set) >= args.train_batch_size,
+                                               generator=torch.Generator().manual_seed(args.seed or 0))
+    # Steps per epoch once accelerate has sharded the loader over the processes.
+    steps_per_epoch = math.ceil(math.ceil(len(train_loader) / accelerator.num_processes)
+                                / args.gradient_accumulation_steps)
     max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=max_steps * accelerator.num_processes)
@@ -443,11 +450,13 @@ def train(args):
     if args.stage == "vqgan" and args.codebook_restart_steps > 0:
         restarter = DeadCodeRestarter(accelerator.unwrap_model(trained["vqvae"]).quantize, args.codebook_restart_steps,
                                       torch.Generator().manual_seed(args.seed or 0))
+        accelerator.register_for_checkpointing(restarter)  # usage counts and generator state resume exactly
 
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     num_epochs = math.ceil(max_steps / steps_per_epoch)
     if accelerator.is_main_process:
-        config = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in vars(args).items()}
+        config = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
+                  for k, v in vars(args).items() if k not in SECRET_ARGS}
         accelerator.init_trackers(args.tracker_project_name, config={k: v for k, v in config.items() if v is not None})
 
     logger.info(f"stage {args.stage}: training {names}; {len(train_set)} images, {len(val_pairs)} validation; "
@@ -475,6 +484,8 @@ def train(args):
             hq = batch["hq"].to(accelerator.device)
             lq = batch["lq"].to(accelerator.device)
             with accelerator.accumulate(*trained_with_disc.values()):
+                if discriminator is not None:  # the generator's adversarial loss must not reach D's gradients
+                    discriminator.requires_grad_(False)
                 with accelerator.autocast():
                     if args.stage == "vqgan":
                         gan_on = discriminator is not None and global_step >= args.gan_start_step
@@ -488,7 +499,7 @@ def train(args):
                             components["vqvae"], *(trained.get(n, components[n]) for n in LQ_COMPONENTS),
                             components["scheduler"], lq, hq, train=tuple(trained), perceptual=perceptual,
                             perceptual_weight=args.perceptual_weight, encoder_pixel_loss=args.encoder_pixel_loss,
-                            pixel_weight=args.l1_weight)
+                            pixel_weight=args.l1_weight, decode_refined=gan_on)
                         if gan_on and fake is not None:
                             adversarial = args.gan_weight * -discriminator(fake).mean()
                             terms["gan_g"] = adversarial
@@ -500,6 +511,7 @@ def train(args):
                 lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 if gan_on and fake is not None:
+                    discriminator.requires_grad_(True)
                     with accelerator.autocast():
                         d_loss = discriminator_hinge_loss(discriminator(hq), discriminator(fake.detach()))
                     accelerator.backward(d_loss)

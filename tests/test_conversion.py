@@ -1,6 +1,7 @@
 """Conversion of official checkpoints: full-size layouts (from the release key manifests), both checkpoint
 forms, and refusal of bad files by the CLI."""
 
+import collections
 import functools
 import importlib.util
 import json
@@ -149,6 +150,7 @@ def _bad_files(official_dir, tmp_path):
     own = torch.load(iter_path, weights_only=True)["params"]
     (tmp_path / "truncated.pth").write_bytes(iter_path.read_bytes()[:50_000])
     (tmp_path / "text.pth").write_text("not a checkpoint")
+    torch.save({"params": collections.OrderedDict(a=functools.partial(print))}, tmp_path / "pickle.pth")
     torch.save({"state_dict": own}, tmp_path / "foreign.pth")
     torch.save({"params": {k: v for k, v in own.items() if "token_crit_net.conv_out" not in k}}, tmp_path / "missing.pth")
     torch.save({"params": dict(own, extra_key=torch.zeros(1))}, tmp_path / "extra.pth")
@@ -163,8 +165,9 @@ def _bad_files(official_dir, tmp_path):
     small_vq = dict(vq, **{"quantize.embedding.weight": vq["quantize.embedding.weight"][:32]})
     torch.save({"params": small_vq}, tmp_path / "vq_small_codebook.pth")
     return {
-        "truncated ITER file": (vq_path, tmp_path / "truncated.pth", "not a readable PyTorch checkpoint"),
-        "text file": (vq_path, tmp_path / "text.pth", "not a readable PyTorch checkpoint"),
+        "truncated ITER file": (vq_path, tmp_path / "truncated.pth", "not a PyTorch checkpoint (or corrupt)"),
+        "text file": (vq_path, tmp_path / "text.pth", "not a PyTorch checkpoint (or corrupt)"),
+        "foreign pickle": (vq_path, tmp_path / "pickle.pth", "not a PyTorch checkpoint of tensors (it pickles"),
         "foreign dict": (vq_path, tmp_path / "foreign.pth", "not an official ITER checkpoint"),
         "missing keys": (vq_path, tmp_path / "missing.pth", "missing key"),
         "unexpected key": (vq_path, tmp_path / "extra.pth", "unexpected keys"),
@@ -186,18 +189,33 @@ def test_cli_refuses_bad_checkpoints_without_traceback_or_output(official_dir, t
         assert "Traceback" not in result.stderr, (name, result.stderr)
         assert result.stderr.startswith("error: ") and message in result.stderr, (name, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, (name, result.stderr)
+        assert "weights_only" not in result.stderr, (name, result.stderr)  # never advise loading unsafely
         assert not out.exists(), name
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")], "staging folders were left behind"
 
 
-def test_cli_refuses_to_overwrite_a_non_empty_folder(official_dir, tmp_path, capsys):
+def test_cli_overwrite_replaces_only_pipeline_folders(official_dir, tmp_path, capsys, monkeypatch):
+    args = ["--vqgan_checkpoint", official_dir / "tiny_swinvqgan.pth", "--iter_checkpoint",
+            official_dir / "tiny_iter_x4.pth", "--output_dir"]
     out = tmp_path / "existing"
     out.mkdir()
     (out / "keep.txt").write_text("precious")
-    args = ["--vqgan_checkpoint", official_dir / "tiny_swinvqgan.pth", "--iter_checkpoint",
-            official_dir / "tiny_iter_x4.pth", "--output_dir", out]
-    result = _cli_in_process(capsys, *args)
-    assert result.returncode == 2 and "--overwrite" in result.stderr
-    assert (out / "keep.txt").read_text() == "precious"
-    assert _cli_in_process(capsys, *args, "--overwrite").returncode == 0
-    assert not (out / "keep.txt").exists() and (out / "model_index.json").is_file()
+    for extra in ([], ["--overwrite"]):  # a folder of other files: refused with or without --overwrite
+        result = _cli_in_process(capsys, *args, out, *extra)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert (out / "keep.txt").read_text() == "precious" and not (out / "model_index.json").exists()
+    assert "no model_index.json" in result.stderr
+    pipeline = tmp_path / "pipeline"
+    assert _cli_in_process(capsys, *args, pipeline).returncode == 0
+    (pipeline / "stale.txt").write_text("from the previous conversion")
+    assert _cli_in_process(capsys, *args, pipeline).returncode == 2  # a pipeline, but no --overwrite
+    assert _cli_in_process(capsys, *args, pipeline, "--overwrite").returncode == 0
+    assert not (pipeline / "stale.txt").exists() and (pipeline / "model_index.json").is_file()
+    # the current directory (even one that holds a pipeline), its parents and home are never replaced
+    monkeypatch.chdir(pipeline)
+    for protected in (Path("."), pipeline.parent, Path.home()):
+        result = _cli_in_process(capsys, *args, protected, "--overwrite")
+        assert result.returncode == 2 and "never replaces" in result.stderr, (protected, result.stderr)
+    assert (pipeline / "model_index.json").is_file()
+
+

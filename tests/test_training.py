@@ -71,6 +71,33 @@ def test_lq_stage_trains_resumes_exactly_and_writes_a_loadable_pipeline(converte
     assert out.shape == (1, 3, 80, 96)
 
 
+@pytest.mark.parametrize("stage,extra,stop,total", [
+    # 4 training photos (one of the 5 validates), batches of 1, 2 accumulated: 2 steps per epoch; resumed after
+    # step 1, in the middle of the first epoch
+    ("lq", ["--use_ema", "--gradient_accumulation_steps", 2, "--train_batch_size", 1], 1, 3),
+    # VQGAN (batches of 2: 2 steps per epoch) with dead-code restarts every 2 steps and EMA, resumed after step 3:
+    # mid-epoch, between two restarts
+    ("vqgan", ["--use_ema", "--codebook_restart_steps", 2, "--gan_weight", 0], 3, 5),
+], ids=["lq-mid-epoch-accumulation-ema", "vqgan-mid-epoch-restarts-ema"])
+def test_resume_at_any_step_equals_a_straight_run(converted_dir, photos, tmp_path, stage, extra, stop, total):
+    """Stop after ``stop`` steps, resume from that checkpoint to ``total``: the weights (and EMA) equal a straight
+    run's to 1e-6."""
+    start = ["--pretrained_model_name_or_path", converted_dir] if stage == "lq" else ["--model_config", TINY_CONFIG]
+
+    def run(out, steps, *more):
+        args = common(converted_dir, photos, out, steps)[2:]  # the model comes from ``start``
+        args[args.index("--checkpointing_steps") + 1] = 1
+        launch("--stage", stage, *start, *args, *map(str, extra), *more)
+
+    run(tmp_path / "straight", total)
+    run(tmp_path / "resumed", stop)
+    run(tmp_path / "resumed", total, "--resume_from_checkpoint", str(tmp_path / "resumed" / f"checkpoint-{stop}"))
+    names = ("vqvae",) if stage == "vqgan" else ("encoder", "evaluator", "refiner")
+    for name in names:
+        a, b = _weights(tmp_path / "straight", name), _weights(tmp_path / "resumed", name)
+        assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) <= 1e-6, name
+
+
 def test_vqgan_stage_from_a_config_with_gan_ema_and_pruning(photos, tmp_path):
     out = tmp_path / "vq"
     launch("--stage", "vqgan", "--model_config", TINY_CONFIG, "--train_data_dir", photos, "--resolution", 64,

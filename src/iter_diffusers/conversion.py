@@ -16,9 +16,10 @@ Any problem raises :class:`ConversionError` with a one-line message.
 from __future__ import annotations
 
 import math
+import pickle
 import re
-from contextlib import contextmanager
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,6 +28,11 @@ from .models import ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITE
 from .models.swin import relative_position_index, shifted_window_mask
 
 StateDict = dict[str, torch.Tensor]
+
+#: Where the official release files are downloaded from (``ITER_RELEASE_URL`` overrides it, see :mod:`.official`).
+OFFICIAL_RELEASE_URL = "https://github.com/chaofengc/ITER/releases/download/v0.1.0/"
+VQGAN_RELEASE_FILE = "ITER_swinvqgan.pth"
+ITER_RELEASE_FILES = {4: "ITER_x4.pth", 2: "ITER_x2.pth"}
 
 PHI_E_PREFIX = "token_refine_net.token_crit_net."
 PHI_R_PREFIX = "token_refine_net.token_refine_net."
@@ -45,9 +51,11 @@ def load_official_checkpoint(path: str | Path) -> StateDict:
         raise ConversionError(f"{path}: no such file")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated zip, foreign pickle, random bytes ...
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConversionError(f"{path}: not a readable PyTorch checkpoint ({reason[:200]})") from None
+    except Exception as error:  # truncated zip, random bytes, an empty file, a pickle of arbitrary objects ...
+        # Never echo PyTorch's advice to load with weights_only=False: that would run the file's code.
+        if isinstance(error, pickle.UnpicklingError) and "Unsupported global" in str(error):
+            raise ConversionError(f"{path}: not a PyTorch checkpoint of tensors (it pickles other objects)") from None
+        raise ConversionError(f"{path}: not a PyTorch checkpoint (or corrupt)") from None
     if not isinstance(checkpoint, dict) or not ({"params", "params_ema"} & checkpoint.keys()):
         raise ConversionError(f"{path}: not an official ITER checkpoint (expected a dict with 'params' or 'params_ema')")
     # The official VQModel prefers params_ema when present.
@@ -405,7 +413,8 @@ def convert_official_checkpoints(vqgan_checkpoint: str | Path, iter_checkpoint: 
 VARIANTS = {"float16": ("fp16", torch.float16), "bfloat16": ("bf16", torch.bfloat16)}
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """The SHA-256 of a file, in hex."""
     import hashlib
 
     digest = hashlib.sha256()
@@ -427,6 +436,30 @@ def _quiet_diffusers():
         logging.set_verbosity(previous)
 
 
+def check_replaceable(output_dir: Path, overwrite: bool) -> None:
+    """Refuse to write into ``output_dir`` unless it is new or empty, or (with ``overwrite``) holds a pipeline.
+
+    ``overwrite`` never replaces a folder of other files, the current directory, one of its parents, the home
+    directory or the file-system root, whatever it holds.
+    """
+    if not output_dir.exists():
+        return
+    if not output_dir.is_dir():
+        raise ConversionError(f"{output_dir} exists and is not a folder")
+    if not any(output_dir.iterdir()):
+        return
+    if not overwrite:
+        raise ConversionError(f"{output_dir} exists and is not empty (pass --overwrite to replace a pipeline folder)")
+    resolved = output_dir.resolve()
+    protected = {Path.cwd().resolve(), *Path.cwd().resolve().parents, Path.home().resolve()}
+    if resolved in protected:
+        raise ConversionError(f"{output_dir} is the current directory, one of its parents or the home folder: "
+                              "--overwrite never replaces it; choose a new folder")
+    if not (output_dir / "model_index.json").is_file():
+        raise ConversionError(f"{output_dir} holds files but no pipeline (no model_index.json): --overwrite only "
+                              "replaces a pipeline folder; choose a new or empty folder")
+
+
 def convert_and_save(
     vqgan_checkpoint: str | Path,
     iter_checkpoint: str | Path,
@@ -434,11 +467,13 @@ def convert_and_save(
     dtype: str = "float32",
     overwrite: bool = False,
     hub_model_id: str | None = None,
+    release_url: str | None = None,
 ) -> Path:
     """Convert the official files and write a complete pipeline folder with a model card, atomically.
 
     The folder always holds fp32 safetensors; ``dtype="float16"``/``"bfloat16"`` adds the ``fp16``/``bf16``
-    variant (load it with ``variant="fp16", dtype=torch.float16``). Nothing is left on disk if anything fails.
+    variant (load it with ``variant="fp16", dtype=torch.float16``). The card records the SHA-256 of both files and
+    ``release_url``, where they were downloaded from (None: local files). Nothing is left on disk if anything fails.
     """
     import shutil
     import tempfile
@@ -448,10 +483,9 @@ def convert_and_save(
     output_dir = Path(output_dir)
     if dtype != "float32" and dtype not in VARIANTS:
         raise ConversionError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
-    if output_dir.exists() and any(output_dir.iterdir()) and not overwrite:
-        raise ConversionError(f"{output_dir} exists and is not empty (pass --overwrite to replace it)")
+    check_replaceable(output_dir, overwrite)
     pipe = convert_official_checkpoints(vqgan_checkpoint, iter_checkpoint)
-    sources = {Path(p).name: _sha256(Path(p)) for p in (vqgan_checkpoint, iter_checkpoint)}
+    sources = {Path(p).name: sha256_file(p) for p in (vqgan_checkpoint, iter_checkpoint)}
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
@@ -461,7 +495,7 @@ def convert_and_save(
             with _quiet_diffusers():  # diffusers 0.42 warns about an empty keep-in-fp32 list on every .to()
                 pipe.to(dtype=torch_dtype).save_pretrained(staging, safe_serialization=True, variant=variant)
                 pipe.to(dtype=torch.float32)
-        converted_model_card(pipe, sources, hub_model_id).save(staging / "README.md")
+        converted_model_card(pipe, sources, hub_model_id, release_url).save(staging / "README.md")
         staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
         if output_dir.exists():
             shutil.rmtree(output_dir)
@@ -472,10 +506,35 @@ def convert_and_save(
     return output_dir
 
 
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def pipeline_files(folder: str | Path) -> list[str]:
+    """The files of a pipeline folder, relative to it: ``model_index.json``, the folders of the components it names,
+    and the card (``README.md``) with the images it shows. Training checkpoints, logs and other files are not."""
+    import json
+
+    folder = Path(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    components = [name for name, value in index.items() if isinstance(value, list) and (folder / name).is_dir()]
+    files = [p for name in components for p in (folder / name).rglob("*") if p.is_file()]
+    files.append(folder / "model_index.json")
+    if (folder / "README.md").is_file():
+        card = (folder / "README.md").read_text(encoding="utf-8")
+        files.append(folder / "README.md")
+        files += [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and f"./{p.name})" in card]
+    return sorted(p.relative_to(folder).as_posix() for p in files)
+
+
 def push_folder_to_hub(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Create (or reuse) a Hub model repo and upload a pipeline folder to it; returns the repo URL."""
+    """Create (or reuse) a Hub model repo and upload the pipeline in ``folder`` to it; returns the repo URL.
+
+    Only :func:`pipeline_files` are uploaded, so that a training folder's ``checkpoint-*``, logs and validation
+    images stay local.
+    """
     from huggingface_hub import create_repo, upload_folder
 
     url = create_repo(repo_id, private=private, exist_ok=True, token=token)
-    upload_folder(repo_id=url.repo_id, folder_path=str(folder), token=token, commit_message="Add ITER pipeline")
+    upload_folder(repo_id=url.repo_id, folder_path=str(folder), token=token, commit_message="Add ITER pipeline",
+                  allow_patterns=pipeline_files(folder))
     return str(url)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from huggingface_hub import ModelCard, ModelCardData
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .conversion import OFFICIAL_RELEASE_URL
 
 TAGS = ["super-resolution", "image-restoration", "real-world-sr", "vqgan", "masked-token", "iter", "diffusers"]
 
@@ -55,16 +59,37 @@ def _count(module) -> str:
     return f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f} M"
 
 
-def converted_model_card(pipe, sources: dict[str, str], repo_id: str | None = None) -> ModelCard:
-    """Card for a pipeline converted from the official release; ``sources`` maps file names to SHA-256."""
+def _provenance(sources: dict[str, str], release_url: str | None) -> str:
+    """Where the converted files came from, and whether that makes them the official weights."""
+    files = "\n".join(f"- `{name}` (SHA-256 `{digest}`)" for name, digest in sources.items())
+    if release_url == OFFICIAL_RELEASE_URL:
+        return f"Downloaded from the official ITER release v0.1.0 ({release_url}):\n\n{files}"
+    where = f"downloaded from {release_url}" if release_url else "local files"
+    return (f"Converted from checkpoints in the official format ({where}):\n\n{files}\n\nThese are the official "
+            "ITER weights only if the digests are those of the v0.1.0 release files; nothing here checked that.")
+
+
+def converted_model_card(pipe, sources: dict[str, str], repo_id: str | None = None,
+                         release_url: str | None = None) -> ModelCard:
+    """Card for a pipeline converted from checkpoints in the official format.
+
+    Args:
+        pipe (`ITERPipeline`): the converted pipeline.
+        sources (`dict[str, str]`): file name -> SHA-256 of the converted files, recorded in the card's metadata
+            (``source_files``, read back by :func:`recorded_source_files`) and text.
+        repo_id (`str`, *optional*): Hub id for the usage snippet.
+        release_url (`str`, *optional*): where the files were downloaded from; only the official release URL
+            makes the card call them the official weights.
+    """
     scale = pipe.encoder.config.scale_factor
-    data = ModelCardData(license="cc-by-nc-sa-4.0", pipeline_tag="image-to-image", tags=TAGS, inference=False)
-    provenance = "\n".join(f"- `{name}` (SHA-256 `{digest}`)" for name, digest in sources.items())
+    official = release_url == OFFICIAL_RELEASE_URL
+    data = ModelCardData(license="cc-by-nc-sa-4.0", pipeline_tag="image-to-image", tags=TAGS, inference=False,
+                         source_files=[{"name": name, "sha256": digest} for name, digest in sources.items()])
     body = f"""---
 {data.to_yaml()}
 ---
 
-# ITER x{scale} (converted official weights)
+# ITER x{scale} ({"official weights, converted" if official else "converted checkpoints"})
 
 ITER, *Iterative Token Evaluation and Refinement for Real-World Super-Resolution* (Chen et al., AAAI 2024),
 restores a degraded photo by predicting tokens of a high-quality VQGAN codebook: E_l predicts them from the
@@ -81,13 +106,11 @@ Sampling is stochastic: pass a `generator` (or one per image) for reproducible r
 
 ## Provenance
 
-Converted with `scripts/convert_weights.py` of the iter-diffusers package from the official release
-(github.com/chaofengc/ITER, v0.1.0, code at commit 826bcaa):
+{_provenance(sources, release_url)}
 
-{provenance}
-
-Every official tensor was mapped exactly once; buffers were recomputed and checked. On the official tiny
-parity fixtures the converted pipeline matches `model.test` to 4e-6 (fp32, CPU).
+Converted by iter-diffusers (against the official code, github.com/chaofengc/ITER at commit 826bcaa): every
+tensor was mapped exactly once; buffers were recomputed and checked. On the official tiny parity fixtures the
+converted pipeline matches `model.test` to 4e-6 (fp32, CPU).
 
 ## Limitations
 
@@ -105,16 +128,38 @@ suited to forensic or medical use. The release was trained on synthetic degradat
     return ModelCard(body)
 
 
+def recorded_source_files(folder: str | Path) -> dict[str, str]:
+    """The ``source_files`` (file name -> SHA-256) of a converted folder's card; empty if there is none."""
+    card_path = Path(folder) / "README.md"
+    if not card_path.is_file():
+        return {}
+    entries = ModelCard.load(card_path).data.to_dict().get("source_files") or []
+    return {entry["name"]: entry["sha256"] for entry in entries}
+
+
+def _eval_results(metrics: dict | None, datasets: list[str] | None) -> list[EvalResult]:
+    """``model-index`` entries for validation metrics named like ``val/psnr`` or ``val/reconstruction_ssim``."""
+    return [
+        EvalResult(task_type="image-to-image", task_name="Image super-resolution",
+                   dataset_type=datasets[0] if datasets else "imagefolder", dataset_name="held-out validation images",
+                   dataset_split="validation", metric_type=name.rpartition("/")[2].rpartition("_")[2],
+                   metric_name=name, metric_value=round(float(value), 4))
+        for name, value in (metrics or {}).items()
+    ]
+
+
 def trained_model_card(pipe, *, title: str, description: str, training: dict, metrics: dict | None,
                        base_model: str | None = None, datasets: list[str] | None = None,
                        license: str = "cc-by-nc-sa-4.0", repo_id: str | None = None,
                        images: list[str] | None = None, results_table: str | None = None,
                        licence_text: str | None = None) -> ModelCard:
     """Card for a pipeline trained with ``examples/train_iter.py``. ``results_table`` (markdown) replaces the
-    table of ``metrics``; ``licence_text`` replaces the default licence paragraph."""
+    table of ``metrics``; ``licence_text`` replaces the default licence paragraph. ``metrics`` (validation name ->
+    value, e.g. ``{"val/psnr": 24.1}``) also go into the card's ``model-index``."""
     scale = pipe.encoder.config.scale_factor
     data = ModelCardData(license=license, pipeline_tag="image-to-image", tags=TAGS + ["diffusers-training"],
-                         inference=False, base_model=base_model, datasets=datasets)
+                         inference=False, base_model=base_model, datasets=datasets, model_name=title,
+                         eval_results=_eval_results(metrics, datasets) or None)
     info = "\n".join(f"- {k}: {v}" for k, v in training.items())
     results = "\n".join(f"| {k} | {v} |" for k, v in (metrics or {}).items())
     results = f"| metric | value |\n|---|---|\n{results}" if results else "No validation metrics were recorded."

@@ -5,8 +5,9 @@ Examples::
     # a folder of photos, x4, with the bundled demo model, outputs as <name>_x4.png
     iter-sr -i photos/ -o results/
 
-    # converted official weights, JPEG inputs kept as JPEG, tiles of 256 LQ pixels, on the GPU in half precision
-    iter-sr -i "scans/*.jpg" -o results/ --model weights/iter-x4 --ext auto --tile 256 --dtype float16
+    # the official x4 weights (downloaded and converted on first use), JPEG inputs kept as JPEG, tiles of 256 LQ
+    # pixels, on the GPU in half precision
+    iter-sr -i "scans/*.jpg" -o results/ --model official-x4 --ext auto --tile 256 --dtype float16
 
     # several GPUs: the file list is split across the processes (process i takes files i, i+n, i+2n, ...)
     accelerate launch --num_processes 4 -m iter_diffusers.cli.upscale -i photos/ -o results/
@@ -34,8 +35,8 @@ import iter_diffusers
 
 PROG = "iter-sr"
 
-#: The bundled demo model (absent until it has been added to the package); ``--model`` overrides it.
-DEFAULT_MODEL = Path(iter_diffusers.__file__).parent / "pretrained" / "iter-demo-x4"
+#: The bundled demo model; ``--model`` overrides it.
+DEFAULT_MODEL = iter_diffusers.DEMO_MODEL_PATH
 
 #: File extensions taken from folders and globs (a file named explicitly is read whatever its extension).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -404,8 +405,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = parser.add_argument_group("model and sampling")
     model.add_argument("--model", default=None,
-                       help="a converted pipeline folder or a Hugging Face Hub id (default: the bundled demo "
-                            "model, iter_diffusers/pretrained/iter-demo-x4)")
+                       help="official-x4 or official-x2 (the official weights, downloaded from ITER_RELEASE_URL "
+                            "and converted on first use, then cached), a local ITER_x4.pth / ITER_x2.pth with "
+                            "ITER_swinvqgan.pth next to it, a converted pipeline folder or a Hugging Face Hub id "
+                            "(default: the bundled demo model, iter_diffusers/pretrained/iter-demo-x4)")
     model.add_argument("--scale", type=int, default=None,
                        help="expected upscale factor; an error unless it is the model's (optional check)")
     model.add_argument("--steps", type=_positive_int, default=8, help="refinement steps T (default: %(default)s)")
@@ -536,7 +539,13 @@ def load_pipeline(model: Optional[str], dtype_name: str, device, quiet: bool):
     from diffusers.utils import logging as diffusers_logging
 
     from iter_diffusers import ITERPipeline
+    from iter_diffusers.official import OfficialWeightsError, is_official_name_or_file, official_pipeline_path
 
+    if model is not None and is_official_name_or_file(model):
+        try:
+            model = str(official_pipeline_path(model, progress=not quiet))
+        except (OfficialWeightsError, OSError) as error:
+            raise UsageError(f"--model {model}: {_one_line(error)}") from None
     if model is None:
         if not DEFAULT_MODEL.is_dir():
             raise UsageError(

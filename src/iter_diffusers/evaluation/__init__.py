@@ -8,7 +8,8 @@
 
 Everything here needs only NumPy (Pillow for the command line tool). ``iter-sr-eval --lpips`` adds LPIPS-VGG v0.1
 through :class:`~iter_diffusers.training.losses.VGG16PerceptualLoss` (torch; no torchvision) when its two weight
-files are available.
+files are available; ``iter-sr-eval --clipiqa`` adds CLIP-IQA (:mod:`iter_diffusers.evaluation.clip_iqa`, through
+transformers' ``CLIPModel``).
 """
 
 from .metrics import calculate_color_error, calculate_psnr, calculate_ssim, prepare_for_metric, rgb2ycbcr_y, to_float255

@@ -11,6 +11,9 @@ Examples::
 
     # LPIPS-VGG v0.1 as well (needs the VGG16 ImageNet weights and the lpips package's linear weights)
     iter-sr-eval --pred results/ITER --gt datasets/DIV2K_val_HR --lpips auto --vgg_weights timm/vgg16.tv_in1k
+
+    # CLIP-IQA (no reference) next to NIQE, with a ViT CLIP from the Hub or a local folder
+    iter-sr-eval --pred results/RealSRSet_ITER --clipiqa openai/clip-vit-base-patch16
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ import numpy as np
 
 PROG = "iter-sr-eval"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-METRIC_FORMATS = {"psnr": "{:.4f}", "ssim": "{:.4f}", "lpips": "{:.4f}", "niqe": "{:.4f}"}
-LOWER_IS_BETTER = {"psnr": False, "ssim": False, "lpips": True, "niqe": True}
+METRICS = ("psnr", "ssim", "lpips", "niqe", "clipiqa")
+METRIC_FORMATS = {"psnr": "{:.4f}", "ssim": "{:.4f}", "lpips": "{:.4f}", "niqe": "{:.4f}", "clipiqa": "{:.4f}"}
+LOWER_IS_BETTER = {"psnr": False, "ssim": False, "lpips": True, "niqe": True, "clipiqa": False}
 
 DESCRIPTION = """\
 Evaluate super-resolution results in a folder.
@@ -37,7 +41,7 @@ With --gt, every prediction is paired with the ground-truth image of the same fi
 extension, compared case-sensitively); --pred_suffix is first removed from the end of the prediction stems, so
 that e.g. 0801_ITER.png pairs with 0801.png when --pred_suffix _ITER is given. Every prediction must have a
 ground truth and vice versa, and each pair must have the same size (predictions are not resized). PSNR, SSIM and
-NIQE (of the prediction) are reported. Without --gt, only NIQE (no-reference) is reported.
+NIQE (of the prediction) are reported. Without --gt, only the no-reference NIQE (and CLIP-IQA) are reported.
 Image extensions read on either side: %s.
 
 Conventions (those of the SR literature and BasicSR): images are read as 8-bit RGB (grey and palette images are
@@ -53,6 +57,11 @@ LPIPS (paired only, --lpips): LPIPS-VGG v0.1 computed by this package's own VGG1
 default timm/vgg16.tv_in1k, or a local .safetensors/.pth file) and the linear calibration vgg.pth v0.1 of the
 lpips package (--lpips PATH, or --lpips auto to take it from an installed lpips package). Without them the
 command stops with an error rather than report anything else under the name LPIPS.
+
+CLIP-IQA (no reference, --clipiqa MODEL): torchmetrics' CLIP-IQA with a ViT CLIP loaded by transformers (a Hub id
+such as openai/clip-vit-base-patch16, or a folder with a CLIPModel and its CLIPProcessor): the softmax of 100 x the
+cosine similarities of the image with "Good photo." and "Bad photo.", the probability of the first (higher is
+better), after the border crop. Not pyiqa's clipiqa (ResNet-50 CLIP, learned prompts): values differ from it.
 
 Outputs: a table on stdout; --json writes {"settings", "images": [per-image results], "mean", "count"} (non-finite
 values, e.g. the infinite PSNR of identical images, are written as the strings "inf"/"nan"); --markdown writes
@@ -153,9 +162,11 @@ def evaluate_pairs(
     compute_niqe: bool = True,
     warn=None,
     lpips=None,
+    clipiqa=None,
 ) -> List[Dict[str, object]]:
-    """Per-image results: ``{"name", "pred", "gt", "psnr", "ssim", "lpips", "niqe"}`` (metrics that apply);
-    ``lpips`` is a :func:`lpips_metric` or ``None``."""
+    """Per-image results: ``{"name", "pred", "gt", "psnr", "ssim", "lpips", "niqe", "clipiqa"}`` (metrics that
+    apply); ``lpips`` is a :func:`lpips_metric` or ``None``, ``clipiqa`` a
+    :func:`~iter_diffusers.evaluation.clip_iqa.clip_iqa_metric` or ``None``."""
     from .metrics import calculate_psnr, calculate_ssim
     from .niqe import calculate_niqe
 
@@ -187,6 +198,8 @@ def evaluate_pairs(
                 if warn is not None:
                     warn(f"warning: NIQE of '{pair.name}' is nan: {exc}")
                 row["niqe"] = math.nan
+        if clipiqa is not None:
+            row["clipiqa"] = clipiqa(pred, crop_border)
         results.append(row)
     return results
 
@@ -214,8 +227,19 @@ def lpips_metric(linear_weights: str, vgg_weights: str):
     return score
 
 
+def clip_iqa_scorer(model_id_or_path: str):
+    """:func:`~iter_diffusers.evaluation.clip_iqa.clip_iqa_metric`, with a load failure as an :class:`EvalError`."""
+    from .clip_iqa import clip_iqa_metric
+
+    try:
+        return clip_iqa_metric(model_id_or_path)
+    except (OSError, ValueError) as exc:
+        message = f"CLIP-IQA unavailable: cannot load the CLIP model {model_id_or_path}: {exc}"
+        raise EvalError(" ".join(message.split())) from exc
+
+
 def metric_names(results: Sequence[Dict[str, object]]) -> List[str]:
-    return [m for m in ("psnr", "ssim", "lpips", "niqe") if results and m in results[0]]
+    return [m for m in METRICS if results and m in results[0]]
 
 
 def mean_results(results: Sequence[Dict[str, object]]) -> Dict[str, float]:
@@ -237,7 +261,7 @@ def _fmt(metric: str, value: float) -> str:
 
 
 def _header(metric: str, arrows: bool = False) -> str:
-    label = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "niqe": "NIQE"}[metric]
+    label = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "niqe": "NIQE", "clipiqa": "CLIP-IQA"}[metric]
     if not arrows:
         return label
     return label + (" \u2193" if LOWER_IS_BETTER[metric] else " \u2191")
@@ -274,6 +298,7 @@ def format_markdown(results: Sequence[Dict[str, object]], means: Dict[str, float
         f"PSNR/SSIM on {'Y (BT.601)' if settings['test_y_channel'] else 'RGB'}" if "psnr" in metrics else None,
         "LPIPS-VGG v0.1 on RGB" if "lpips" in metrics else None,
         "NIQE on Y, 96x96 blocks" if "niqe" in metrics else None,
+        f"CLIP-IQA (torchmetrics' definition) with {settings['clipiqa']}" if "clipiqa" in metrics else None,
     ]
     return "\n".join(lines) + "\n\n" + "; ".join(n for n in notes if n) + ".\n"
 
@@ -314,11 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="PSNR/SSIM on the BT.601 Y channel (default)",
     )
     channel.add_argument("--rgb", dest="test_y_channel", action="store_false", help="PSNR/SSIM on the RGB channels")
-    parser.add_argument("--no_niqe", action="store_true", help="skip NIQE (only meaningful with --gt)")
+    parser.add_argument("--no_niqe", action="store_true", help="skip NIQE (needs --gt or --clipiqa)")
     parser.add_argument("--lpips", metavar="PATH|auto", help="also LPIPS-VGG v0.1 (needs --gt): the lpips package's "
                         "linear weights vgg.pth, or 'auto' to find them in an installed lpips package")
     parser.add_argument("--vgg_weights", default="timm/vgg16.tv_in1k", metavar="REPO|FILE",
                         help="VGG16 ImageNet weights for --lpips (default: timm/vgg16.tv_in1k)")
+    parser.add_argument("--clipiqa", metavar="MODEL", help="also CLIP-IQA (no reference) with this ViT CLIP: a Hub "
+                        "id such as openai/clip-vit-base-patch16 or a local CLIPModel folder")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write per-image and mean results as JSON")
     parser.add_argument("--markdown", type=Path, metavar="OUT.md", help="write the results table as Markdown")
     parser.add_argument("--quiet", action="store_true", help="do not print the table")
@@ -335,13 +362,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     if args.crop_border < 0:
         return fail("--crop_border must be >= 0")
-    if args.no_niqe and args.gt is None:
-        return fail("--no_niqe without --gt leaves no metric to compute")
+    if args.no_niqe and args.gt is None and not args.clipiqa:
+        return fail("--no_niqe without --gt or --clipiqa leaves no metric to compute")
     if args.lpips and args.gt is None:
         return fail("--lpips needs --gt (LPIPS compares with the ground truth)")
     try:
         pairs = collect_pairs(args.pred, args.gt, args.pred_suffix)
         lpips = lpips_metric(args.lpips, args.vgg_weights) if args.lpips else None
+        clipiqa = clip_iqa_scorer(args.clipiqa) if args.clipiqa else None
         results = evaluate_pairs(
             pairs,
             crop_border=args.crop_border,
@@ -349,6 +377,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             compute_niqe=not args.no_niqe,
             warn=lambda msg: print(msg, file=sys.stderr),
             lpips=lpips,
+            clipiqa=clipiqa,
         )
     except EvalError as exc:
         return fail(str(exc))
@@ -360,6 +389,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "pred_suffix": args.pred_suffix,
         "crop_border": args.crop_border,
         "test_y_channel": bool(args.test_y_channel),
+        "clipiqa": args.clipiqa,
         "metrics": metric_names(results),
     }
     if not args.quiet:

@@ -27,6 +27,19 @@ class DeadCodeRestarter:
             z = args[0].detach()
             self.latents = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs (accelerate's ``register_for_checkpointing``): the usage since the last restart
+        and the generator's state. The latents are those of the current batch, recorded again every step."""
+        state = {"usage": self.usage.clone()}
+        if self.generator is not None:
+            state["generator"] = self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.usage.copy_(state["usage"])
+        if self.generator is not None and "generator" in state:
+            self.generator.set_state(state["generator"])
+
     @torch.no_grad()
     def step(self, global_step: int, sync=None) -> int:
         """Call once per optimiser step; returns how many codes were restarted. ``sync`` (e.g. accelerate's

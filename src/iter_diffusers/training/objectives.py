@@ -35,8 +35,13 @@ def straight_through_decode(vqvae, logits: torch.Tensor) -> torch.Tensor:
 
 def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, train=("encoder", "evaluator", "refiner"),
                     perceptual=None, perceptual_weight: float = 1.0, encoder_pixel_loss: bool = False,
-                    pixel_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
-    """Losses of the LQ stage for one batch. Returns (total, named terms for logging, φ_r's decoded image)."""
+                    pixel_weight: float = 1.0, decode_refined: bool = False,
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
+    """Losses of the LQ stage for one batch. Returns (total, named terms for logging, φ_r's decoded image).
+
+    φ_r's tokens are decoded (straight-through) for the perceptual loss, and also when ``decode_refined`` (an
+    adversarial loss needs the image whatever the perceptual weight); otherwise the image is None.
+    """
     with torch.no_grad():
         gt_tokens = vqvae.encode_to_indices(hq.to(vqvae.dtype))
     terms: dict[str, torch.Tensor] = {}
@@ -64,8 +69,10 @@ def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, tr
         masked_fraction = (1 - visible).flatten(1).mean(1)  # ρ̂_b
         per_position = _token_ce(refine_logits, gt_tokens, reduction="none").flatten(1)
         terms["refine_ce"] = (per_position * masked_fraction[:, None]).mean()
-        if perceptual is not None and perceptual_weight > 0:
+        use_perceptual = perceptual is not None and perceptual_weight > 0
+        if use_perceptual or decode_refined:
             refined_image = straight_through_decode(vqvae, refine_logits)
+        if use_perceptual:
             terms["refine_perceptual"] = 0.5 * perceptual_weight * perceptual(refined_image.float(), hq)
     if "evaluator" in train:
         refined_tokens = refine_logits.argmax(dim=1).detach()
