@@ -34,15 +34,21 @@ setup(
         "numpy>=1.24",
         "pillow>=10.0",
         "tqdm>=4.60",
+        "accelerate>=1.0",  # fast, quiet loading (diffusers warns at every load without it); several processes
+        "transformers>=4.46",  # CLIP-IQA in iter-sr-eval
+        "requests>=2.28",  # downloads of the official weights
+        "filelock>=3.0",  # one download / conversion of the official weights at a time
     ],
     extras_require={
         "training": TRAINING,
-        "test": TRAINING + ["pytest>=8", "scikit-image>=0.22"],
+        "test": TRAINING + ["pytest>=8", "scikit-image>=0.22", "selenium>=4.10"],
+        "app": ["gradio>=6.0"],  # iter-sr-app, the web demo
     },
     entry_points={
         "console_scripts": [
             "iter-sr = iter_diffusers.cli.upscale:main",
             "iter-sr-eval = iter_diffusers.evaluation.cli:main",
+            "iter-sr-app = iter_diffusers.app.cli:main",
         ]
     },
     classifiers=[

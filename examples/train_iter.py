@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,8 @@ from iter_diffusers.training.losses import (
     VGG16PerceptualLoss,
     VGGWeightsUnavailableError,
     discriminator_hinge_loss,
+    frozen,
+    generator_hinge_loss,
 )
 from iter_diffusers.training.objectives import lq_stage_losses, vqgan_losses
 
@@ -360,6 +363,66 @@ def find_resume_checkpoint(args) -> str | None:
     return os.path.join(args.output_dir, found[-1])
 
 
+# ------------------------------------------------------------------------------------------------ steps
+@dataclass
+class TrainingRun:
+    """What one optimisation step needs (the prepared networks, optimisers and losses)."""
+
+    args: argparse.Namespace
+    accelerator: Accelerator
+    components: dict
+    trained: dict
+    discriminator: torch.nn.Module | None
+    perceptual: torch.nn.Module | None
+    params: list
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    disc_optimizer: torch.optim.Optimizer | None
+
+
+def generator_step(run: TrainingRun, hq: torch.Tensor, lq: torch.Tensor, global_step: int):
+    """The trained networks' losses on one batch, their backward pass and optimiser step.
+
+    The discriminator is frozen meanwhile, so the adversarial term reaches the generator only: D's gradients stay
+    untouched for its own step. Returns (loss, named terms, the image D judges or None, whether the GAN is on).
+    """
+    args, accelerator, discriminator = run.args, run.accelerator, run.discriminator
+    with frozen(discriminator), accelerator.autocast():
+        if args.stage == "vqgan":
+            gan_on = discriminator is not None and global_step >= args.gan_start_step
+            loss, terms, fake = vqgan_losses(
+                run.trained["vqvae"], hq, discriminator=discriminator if gan_on else None, perceptual=run.perceptual,
+                l1_weight=args.l1_weight, perceptual_weight=args.perceptual_weight, ssim_weight=args.ssim_weight,
+                gan_weight=args.gan_weight)
+        else:
+            gan_on = discriminator is not None
+            loss, terms, fake = lq_stage_losses(
+                run.components["vqvae"], *(run.trained.get(n, run.components[n]) for n in LQ_COMPONENTS),
+                run.components["scheduler"], lq, hq, train=tuple(run.trained), perceptual=run.perceptual,
+                perceptual_weight=args.perceptual_weight, encoder_pixel_loss=args.encoder_pixel_loss,
+                pixel_weight=args.l1_weight, decode_refined=gan_on)
+            if gan_on and fake is not None:  # no image when φ_r is not trained
+                terms["gan_g"] = args.gan_weight * generator_hinge_loss(discriminator(fake))
+                loss = loss + terms["gan_g"]
+        accelerator.backward(loss)
+    if accelerator.sync_gradients and args.max_grad_norm:
+        accelerator.clip_grad_norm_(run.params, args.max_grad_norm)
+    run.optimizer.step()
+    run.lr_scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss, terms, fake, gan_on
+
+
+def discriminator_step(run: TrainingRun, hq: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """One hinge-loss step of the discriminator on real ``hq`` and the generator's detached ``fake``."""
+    with run.accelerator.autocast():
+        loss = discriminator_hinge_loss(run.discriminator(hq), run.discriminator(fake.detach()))
+    run.accelerator.backward(loss)
+    run.disc_optimizer.step()
+    run.disc_optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
 # ------------------------------------------------------------------------------------------------ main
 def main(argv=None):
     args = parse_args(argv)
@@ -446,6 +509,8 @@ def train(args):
     for ema in emas.values():
         ema.to(accelerator.device)
     register_checkpoint_hooks(accelerator, trained_with_disc, emas)
+    run = TrainingRun(args, accelerator, components, trained, discriminator, perceptual, params, optimizer,
+                      lr_scheduler, disc_optimizer)
     restarter = None
     if args.stage == "vqgan" and args.codebook_restart_steps > 0:
         restarter = DeadCodeRestarter(accelerator.unwrap_model(trained["vqvae"]).quantize, args.codebook_restart_steps,
@@ -484,40 +549,9 @@ def train(args):
             hq = batch["hq"].to(accelerator.device)
             lq = batch["lq"].to(accelerator.device)
             with accelerator.accumulate(*trained_with_disc.values()):
-                if discriminator is not None:  # the generator's adversarial loss must not reach D's gradients
-                    discriminator.requires_grad_(False)
-                with accelerator.autocast():
-                    if args.stage == "vqgan":
-                        gan_on = discriminator is not None and global_step >= args.gan_start_step
-                        loss, terms, fake = vqgan_losses(
-                            trained["vqvae"], hq, discriminator=discriminator if gan_on else None, perceptual=perceptual,
-                            l1_weight=args.l1_weight, perceptual_weight=args.perceptual_weight,
-                            ssim_weight=args.ssim_weight, gan_weight=args.gan_weight)
-                    else:
-                        gan_on = discriminator is not None
-                        loss, terms, fake = lq_stage_losses(
-                            components["vqvae"], *(trained.get(n, components[n]) for n in LQ_COMPONENTS),
-                            components["scheduler"], lq, hq, train=tuple(trained), perceptual=perceptual,
-                            perceptual_weight=args.perceptual_weight, encoder_pixel_loss=args.encoder_pixel_loss,
-                            pixel_weight=args.l1_weight, decode_refined=gan_on)
-                        if gan_on and fake is not None:
-                            adversarial = args.gan_weight * -discriminator(fake).mean()
-                            terms["gan_g"] = adversarial
-                            loss = loss + adversarial
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm:
-                    accelerator.clip_grad_norm_(params, args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                loss, terms, fake, gan_on = generator_step(run, hq, lq, global_step)
                 if gan_on and fake is not None:
-                    discriminator.requires_grad_(True)
-                    with accelerator.autocast():
-                        d_loss = discriminator_hinge_loss(discriminator(hq), discriminator(fake.detach()))
-                    accelerator.backward(d_loss)
-                    disc_optimizer.step()
-                    disc_optimizer.zero_grad(set_to_none=True)
-                    terms["gan_d"] = d_loss
+                    terms["gan_d"] = discriminator_step(run, hq, fake)
 
             if accelerator.sync_gradients:
                 if restarter is not None:

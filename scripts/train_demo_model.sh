@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VQ_STEPS=${VQ_STEPS:-3500}
-LQ_STEPS=${LQ_STEPS:-3500}
+LQ_STEPS=${LQ_STEPS:-3000}
 BATCH=${BATCH:-8}
 WORK=${WORK:-data_cache/demo_run}
 DATA=data_cache/demo_dataset_512

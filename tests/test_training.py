@@ -1,5 +1,6 @@
 """examples/train_iter.py, launched as users launch it (``accelerate launch``), on scikit-image's CC0 photos."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -261,3 +262,51 @@ def test_paired_dataset_with_an_lq_column(converted_dir, photos, tmp_path):
     assert (tmp_path / "o" / "model_index.json").is_file()
     with pytest.raises(SystemExit, match="no column 'low'"):
         run_main("--stage", "lq", *args, "--image_column", "hr", "--lq_image_column", "low")
+
+
+def _train_script():
+    spec = importlib.util.spec_from_file_location("train_iter", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_iter"] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("stage", ["vqgan", "lq"])
+def test_generator_step_leaves_the_discriminator_gradients_alone(converted_dir, stage):
+    """The generator's adversarial loss reaches the generator only; D's update is the gradient of its own hinge
+    loss, exactly; and --lq_gan trains with the adversarial term even without a perceptual loss."""
+    from accelerate import Accelerator
+
+    from iter_diffusers.training.losses import UNetDiscriminatorSN, discriminator_hinge_loss
+
+    script = _train_script()
+    args = script.parse_args(["--stage", stage, "--pretrained_model_name_or_path", str(converted_dir),
+                              "--train_data_dir", ".", "--output_dir", ".", "--perceptual_weight", "0",
+                              "--gan_weight", "0.5", "--lq_gan"])
+    torch.manual_seed(0)
+    components = {name: cls.from_pretrained(converted_dir, subfolder=name) for name, cls in
+                  script.COMPONENT_CLASSES.items() if name != "discriminator"}
+    components["scheduler"] = MaskedTokenScheduler.from_pretrained(converted_dir, subfolder="scheduler")
+    names = script.trained_names(args)
+    trained = {name: components[name] for name in names}
+    discriminator = UNetDiscriminatorSN(num_feat=8).eval()  # eval: spectral norm's power iteration stays put
+    params = [p for m in trained.values() for p in m.parameters()]
+    optimizer = torch.optim.Adam(params, lr=1e-3)
+    disc_optimizer = torch.optim.Adam(discriminator.parameters(), lr=1e-3)
+    run = script.TrainingRun(args, Accelerator(cpu=True), components, trained, discriminator, None, params, optimizer,
+                             torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), disc_optimizer)
+    hq = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    lq = torch.nn.functional.interpolate(hq, scale_factor=0.25, mode="area")
+
+    loss, terms, fake, gan_on = script.generator_step(run, hq, lq, global_step=0)
+    assert gan_on and "gan_g" in terms and fake is not None
+    assert all(p.grad is None for p in discriminator.parameters())  # untouched by the generator's backward
+    assert all(p.requires_grad for p in discriminator.parameters())  # and trainable again
+
+    expected = torch.autograd.grad(discriminator_hinge_loss(discriminator(hq), discriminator(fake.detach())),
+                                   [p for p in discriminator.parameters()])
+    seen = []
+    disc_optimizer.step = lambda: seen.extend(p.grad.clone() for p in discriminator.parameters())
+    script.discriminator_step(run, hq, fake)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(seen, expected))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal, Mapping, Sequence
 
@@ -373,6 +374,22 @@ def discriminator_hinge_loss(real_logits: torch.Tensor, fake_logits: torch.Tenso
 def generator_hinge_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """``-mean(D(fake))``."""
     return -fake_logits.mean()
+
+
+@contextmanager
+def frozen(module: nn.Module | None):
+    """Within the block ``module``'s parameters take no gradient: the generator's step back-propagates through
+    the discriminator without touching its gradients. Their ``requires_grad`` flags are restored afterwards."""
+    if module is None:
+        yield
+        return
+    flags = [p.requires_grad for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for parameter, flag in zip(module.parameters(), flags):
+            parameter.requires_grad_(flag)
 
 
 class UNetDiscriminatorSN(ModelMixin, ConfigMixin):
