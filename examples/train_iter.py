@@ -466,7 +466,7 @@ def train(args):
         module.requires_grad_(name in trained)
         if name not in trained:  # frozen: inference only, in the mixed-precision dtype
             module.to(accelerator.device)
-            if weight_dtype != torch.float32:
+            if weight_dtype != torch.float32 and name != "vqvae":  # the VQGAN makes the ground truth: fp32
                 module.to(dtype=weight_dtype)
             module.eval()
     for model in trained.values():

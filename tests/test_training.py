@@ -310,3 +310,41 @@ def test_generator_step_leaves_the_discriminator_gradients_alone(converted_dir, 
     disc_optimizer.step = lambda: seen.extend(p.grad.clone() for p in discriminator.parameters())
     script.discriminator_step(run, hq, fake)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(seen, expected))
+
+
+def test_ground_truth_tokens_do_not_depend_on_mixed_precision(converted_dir):
+    """Under bf16 autocast the LQ stage's ground-truth tokens are those of fp32 (the code search and the VQGAN
+    encoder run in fp32)."""
+    vqvae = ITERVQModel.from_pretrained(converted_dir, subfolder="vqvae").eval()
+    nets = [cls.from_pretrained(converted_dir, subfolder=name) for name, cls in
+            (("encoder", ITERDistortionRemovalEncoder), ("evaluator", ITERTokenEvaluator),
+             ("refiner", ITERRefinementTransformer))]
+    scheduler = MaskedTokenScheduler.from_pretrained(converted_dir, subfolder="scheduler")
+    hq = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    lq = torch.nn.functional.interpolate(hq, scale_factor=0.25, mode="area")
+    seen, search = [], vqvae.encode_to_indices
+    vqvae.encode_to_indices = lambda x: seen.append(search(x)) or seen[-1]
+    lq_stage_losses(vqvae, *nets, scheduler, lq, hq)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lq_stage_losses(vqvae, *nets, scheduler, lq, hq)
+    assert torch.equal(seen[0], seen[1])
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+@pytest.mark.skipif(not _cpu_has_native_bf16(), reason="this CPU has no native bf16 (avx512_bf16/AMX): bf16 "
+                    "convolutions run hundreds of times slower than fp32 here, too slow for the suite")
+def test_bf16_training_runs_on_cpu(converted_dir, photos, tmp_path):
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
+               "--mixed_precision", "bf16", "--dynamo_backend", "no", str(SCRIPT), "--stage", "lq",
+               *map(str, common(converted_dir, photos, tmp_path / "bf16", 2))]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "bf16" / "training_summary.json").read_text())
+    assert summary["steps"] == 2 and np.isfinite(summary["last"]["loss"])

@@ -42,7 +42,9 @@ def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, tr
     φ_r's tokens are decoded (straight-through) for the perceptual loss, and also when ``decode_refined`` (an
     adversarial loss needs the image whatever the perceptual weight); otherwise the image is None.
     """
-    with torch.no_grad():
+    # The ground truth in the VQGAN's own precision whatever the autocast: bf16/fp16 latents move near-tied
+    # tokens, and every loss below is measured against these.
+    with torch.no_grad(), torch.autocast(hq.device.type, enabled=False):
         gt_tokens = vqvae.encode_to_indices(hq.to(vqvae.dtype))
     terms: dict[str, torch.Tensor] = {}
     logits = encoder(lq).logits
