@@ -295,3 +295,24 @@ def test_palette_and_gray_alpha_modes(tmp_path):
     warnings = []
     image, pil_format, _ = compose_output(sr, la, "jpg", warnings.append)
     assert (image.mode, pil_format) == ("L", "JPEG") and "transparency" in warnings[0]
+
+
+def test_accelerate_sharding_gives_the_same_files_as_one_process(converted_dir, tmp_path):
+    """iter-sr under accelerate launch with 2 CPU processes: each process takes its share of the files, and the
+    results are byte for byte those of a single process."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(3):
+        PIL.Image.fromarray(rng.integers(0, 256, (12 + index, 10, 3), dtype=np.uint8)).save(inputs / f"{index}.png")
+    common = ["-i", str(inputs), "--model", str(converted_dir), "--steps", "2", "--quiet"]
+    single = subprocess.run([sys.executable, "-m", "iter_diffusers.cli.upscale", *common, "-o", str(tmp_path / "one")],
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr
+    launched = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                               "-m", "iter_diffusers.cli.upscale", *common, "-o", str(tmp_path / "two")],
+                              capture_output=True, text=True, timeout=600)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    one = {p.name: p.read_bytes() for p in (tmp_path / "one").iterdir()}
+    two = {p.name: p.read_bytes() for p in (tmp_path / "two").iterdir()}
+    assert len(one) == 3 and one == two

@@ -348,3 +348,23 @@ def test_bf16_training_runs_on_cpu(converted_dir, photos, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "bf16" / "training_summary.json").read_text())
     assert summary["steps"] == 2 and np.isfinite(summary["last"]["loss"])
+
+
+def test_two_processes_train_the_requested_steps_checkpoint_once_and_resume(converted_dir, photos, tmp_path):
+    """accelerate launch --num_processes 2 on the CPU: the data is sharded, the step count is what was asked,
+    only the main process writes, and the run resumes from its checkpoint."""
+    def launch_two(*args):
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT), "--stage", "lq", *map(str, args)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result
+
+    out = tmp_path / "two"
+    launch_two(*common(converted_dir, photos, out, 2))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert json.loads((out / "training_summary.json").read_text())["steps"] == 2
+    result = launch_two(*common(converted_dir, photos, out, 3), "--resume_from_checkpoint", "latest")
+    assert "resuming from" in result.stdout + result.stderr
+    assert json.loads((out / "training_summary.json").read_text())["steps"] == 3
+    ITERPipeline.from_pretrained(out)  # one complete pipeline, written once
