@@ -23,16 +23,18 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, broadcast, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from diffusers.utils import make_image_grid
 from tqdm.auto import tqdm
 
 from iter_diffusers import (
@@ -45,11 +47,11 @@ from iter_diffusers import (
 )
 from iter_diffusers.evaluation.metrics import calculate_psnr, calculate_ssim
 from iter_diffusers.model_card import trained_model_card
+from iter_diffusers.models.discriminator import UNetDiscriminatorSN
 from iter_diffusers.training.codebook import DeadCodeRestarter
 from iter_diffusers.training.data import DatasetError, SRTrainDataset, collate, load_image_dataset
 from iter_diffusers.training.degradations import BSRGANLightConfig, RealESRGANConfig, degradation_config_from_dict
 from iter_diffusers.training.losses import (
-    UNetDiscriminatorSN,
     VGG16PerceptualLoss,
     VGGWeightsUnavailableError,
     discriminator_hinge_loss,
@@ -57,6 +59,7 @@ from iter_diffusers.training.losses import (
     generator_hinge_loss,
 )
 from iter_diffusers.training.objectives import lq_stage_losses, vqgan_losses
+from iter_diffusers.utils.image_files import to_u8
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -72,92 +75,118 @@ SECRET_ARGS = ("hub_token",)  # never logged, tracked or written to a card
 
 
 # ------------------------------------------------------------------------------------------------ arguments
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Options: where the networks come from and which are trained."""
+    group = parser.add_argument_group("model")
+    group.add_argument("--pretrained_model_name_or_path", default=None,
+                       help="ITERPipeline folder or hub id to start from (e.g. the converted official weights)")
+    group.add_argument("--revision", default=None)
+    group.add_argument("--model_config", default=None,
+                       help="JSON {component: config} for components not taken from the starting pipeline "
+                            "(vqvae, encoder, evaluator, refiner, scheduler, discriminator)")
+    group.add_argument("--train_components", default="encoder,evaluator,refiner",
+                       help="lq stage: which of encoder,evaluator,refiner to train (the others stay frozen)")
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    """Options: the training data and its LQ synthesis."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset_name", default=None, help="hub dataset id or local dataset path")
+    group.add_argument("--dataset_config_name", default=None)
+    group.add_argument("--train_data_dir", default=None, help="folder of images (loaded as an `imagefolder` dataset)")
+    group.add_argument("--image_column", default="image", help="column of the HQ images")
+    group.add_argument("--lq_image_column", default=None,
+                       help="column of pre-degraded LQ images (paired data); without it LQ images are synthesised")
+    group.add_argument("--cache_dir", default=None)
+    group.add_argument("--max_train_samples", type=int, default=None)
+    group.add_argument("--resolution", type=int, default=256, help="HQ crop side (a multiple of 64)")
+    group.add_argument("--scale", type=int, default=None, help="SR factor (default: the encoder's)")
+    group.add_argument("--degradation", default="bsrgan_light", choices=["bsrgan_light", "realesrgan"],
+                       help="on-the-fly degradation for HQ-only data (official: the light BSRGAN pipeline)")
+    group.add_argument("--degradation_config", default=None, help="JSON file overriding degradation parameters")
+    group.add_argument("--no_augment", action="store_true", help="disable random flips and rotations")
+    group.add_argument("--dataloader_num_workers", type=int, default=0)
+
+
+def _add_optimisation_args(parser: argparse.ArgumentParser) -> None:
+    """Options: optimiser, schedule, batch and precision."""
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--train_batch_size", type=int, default=4)
+    group.add_argument("--num_train_epochs", type=int, default=100)
+    group.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
+    group.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    group.add_argument("--gradient_checkpointing", action="store_true")
+    group.add_argument("--learning_rate", type=float, default=1e-4, help="official: 1e-4 (Adam, betas 0.9/0.99)")
+    group.add_argument("--discriminator_learning_rate", type=float, default=4e-4)
+    group.add_argument("--scale_lr", action="store_true", help="scale lr by accumulation × batch × processes")
+    group.add_argument("--lr_scheduler", default="constant",
+                       help="linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup")
+    group.add_argument("--lr_warmup_steps", type=int, default=0)
+    group.add_argument("--adam_beta1", type=float, default=0.9)
+    group.add_argument("--adam_beta2", type=float, default=0.99)
+    group.add_argument("--adam_weight_decay", type=float, default=0.0)
+    group.add_argument("--adam_epsilon", type=float, default=1e-8)
+    group.add_argument("--max_grad_norm", type=float, default=None, help="gradient clipping (off, as official)")
+    group.add_argument("--use_ema", action="store_true")
+    group.add_argument("--ema_decay", type=float, default=0.999)
+    group.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
+    group.add_argument("--allow_tf32", action="store_true")
+    group.add_argument("--seed", type=int, default=None)
+
+
+def _add_loss_args(parser: argparse.ArgumentParser) -> None:
+    """Options: the loss weights and the fixes to the official recipe."""
+    group = parser.add_argument_group("losses")
+    group.add_argument("--l1_weight", type=float, default=1.0)
+    group.add_argument("--perceptual_weight", type=float, default=1.0,
+                       help="VGG16 perceptual loss weight; 0 trains without it (needs no VGG weights)")
+    group.add_argument("--perceptual_weights_path", default=None,
+                       help="local VGG16 weights (timm vgg16.tv_in1k safetensors) instead of the Hub download")
+    group.add_argument("--lpips_weights", default=None, help="LPIPS linear calibration (vgg.pth v0.1) or 'auto'")
+    group.add_argument("--ssim_weight", type=float, default=1.0, help="vqgan stage: (1 − SSIM) weight")
+    group.add_argument("--gan_weight", type=float, default=0.1, help="hinge GAN weight")
+    group.add_argument("--gan_start_step", type=int, default=0, help="vqgan stage: step from which the GAN is on")
+    group.add_argument("--lq_gan", action="store_true",
+                       help="fix: train the LQ stage with the GAN too (the official LQ configs never start it)")
+    group.add_argument("--encoder_pixel_loss", action="store_true",
+                       help="fix: let E_l's L1 + perceptual loss reach it through the straight-through decode "
+                            "(the official .long() cuts it; E_l then learns from the token CE only)")
+    group.add_argument("--codebook_beta", type=float, default=None, help="vqgan stage: override the VQ β (0.25)")
+    group.add_argument("--codebook_restart_steps", type=int, default=0,
+                       help="vqgan stage: every N steps, restart codes unused since the last restart with batch "
+                            "latents (not in the official recipe; prevents codebook collapse in short runs). 0: off")
+
+
+def _add_output_args(parser: argparse.ArgumentParser) -> None:
+    """Options: checkpoints, validation, logging and the final folder."""
+    group = parser.add_argument_group("checkpoints, validation and output")
+    group.add_argument("--output_dir", required=True)
+    group.add_argument("--checkpointing_steps", type=int, default=500)
+    group.add_argument("--checkpoints_total_limit", type=int, default=None)
+    group.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
+    group.add_argument("--validation_steps", type=int, default=500)
+    group.add_argument("--validation_data_dir", default=None,
+                       help="folder of held-out HQ images; default: hold out --num_validation_images training images")
+    group.add_argument("--num_validation_images", type=int, default=4)
+    group.add_argument("--validation_resolution", type=int, default=None,
+                       help="HQ validation crop side (default: --resolution)")
+    group.add_argument("--validation_inference_steps", type=int, default=8)
+    group.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none")
+    group.add_argument("--logging_dir", default="logs")
+    group.add_argument("--tracker_project_name", default="iter")
+    group.add_argument("--push_to_hub", action="store_true")
+    group.add_argument("--hub_model_id", default=None)
+    group.add_argument("--hub_token", default=None)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stage", required=True, choices=["vqgan", "lq"], help="vqgan: stage I; lq: stages II/III")
-    model = p.add_argument_group("model")
-    model.add_argument("--pretrained_model_name_or_path", default=None,
-                       help="ITERPipeline folder or hub id to start from (e.g. the converted official weights)")
-    model.add_argument("--revision", default=None)
-    model.add_argument("--model_config", default=None,
-                       help="JSON {component: config} for components not taken from the starting pipeline "
-                            "(vqvae, encoder, evaluator, refiner, scheduler, discriminator)")
-    model.add_argument("--train_components", default="encoder,evaluator,refiner",
-                       help="lq stage: which of encoder,evaluator,refiner to train (the others stay frozen)")
-    data = p.add_argument_group("data")
-    data.add_argument("--dataset_name", default=None, help="hub dataset id or local dataset path")
-    data.add_argument("--dataset_config_name", default=None)
-    data.add_argument("--train_data_dir", default=None, help="folder of images (loaded as an `imagefolder` dataset)")
-    data.add_argument("--image_column", default="image", help="column of the HQ images")
-    data.add_argument("--lq_image_column", default=None,
-                      help="column of pre-degraded LQ images (paired data); without it LQ images are synthesised")
-    data.add_argument("--cache_dir", default=None)
-    data.add_argument("--max_train_samples", type=int, default=None)
-    data.add_argument("--resolution", type=int, default=256, help="HQ crop side (a multiple of 64)")
-    data.add_argument("--scale", type=int, default=None, help="SR factor (default: the encoder's)")
-    data.add_argument("--degradation", default="bsrgan_light", choices=["bsrgan_light", "realesrgan"],
-                      help="on-the-fly degradation for HQ-only data (official: the light BSRGAN pipeline)")
-    data.add_argument("--degradation_config", default=None, help="JSON file overriding degradation parameters")
-    data.add_argument("--no_augment", action="store_true", help="disable random flips and rotations")
-    data.add_argument("--dataloader_num_workers", type=int, default=0)
-    train = p.add_argument_group("optimisation")
-    train.add_argument("--train_batch_size", type=int, default=4)
-    train.add_argument("--num_train_epochs", type=int, default=100)
-    train.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
-    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    train.add_argument("--gradient_checkpointing", action="store_true")
-    train.add_argument("--learning_rate", type=float, default=1e-4, help="official: 1e-4 (Adam, betas 0.9/0.99)")
-    train.add_argument("--discriminator_learning_rate", type=float, default=4e-4)
-    train.add_argument("--scale_lr", action="store_true", help="scale lr by accumulation × batch × processes")
-    train.add_argument("--lr_scheduler", default="constant",
-                       help="linear, cosine, cosine_with_restarts, polynomial, constant, constant_with_warmup")
-    train.add_argument("--lr_warmup_steps", type=int, default=0)
-    train.add_argument("--adam_beta1", type=float, default=0.9)
-    train.add_argument("--adam_beta2", type=float, default=0.99)
-    train.add_argument("--adam_weight_decay", type=float, default=0.0)
-    train.add_argument("--adam_epsilon", type=float, default=1e-8)
-    train.add_argument("--max_grad_norm", type=float, default=None, help="gradient clipping (off, as official)")
-    train.add_argument("--use_ema", action="store_true")
-    train.add_argument("--ema_decay", type=float, default=0.999)
-    train.add_argument("--mixed_precision", default=None, choices=["no", "fp16", "bf16"])
-    train.add_argument("--allow_tf32", action="store_true")
-    train.add_argument("--seed", type=int, default=None)
-    loss = p.add_argument_group("losses")
-    loss.add_argument("--l1_weight", type=float, default=1.0)
-    loss.add_argument("--perceptual_weight", type=float, default=1.0,
-                      help="VGG16 perceptual loss weight; 0 trains without it (needs no VGG weights)")
-    loss.add_argument("--perceptual_weights_path", default=None,
-                      help="local VGG16 weights (timm vgg16.tv_in1k safetensors) instead of the Hub download")
-    loss.add_argument("--lpips_weights", default=None, help="LPIPS linear calibration (vgg.pth v0.1) or 'auto'")
-    loss.add_argument("--ssim_weight", type=float, default=1.0, help="vqgan stage: (1 − SSIM) weight")
-    loss.add_argument("--gan_weight", type=float, default=0.1, help="hinge GAN weight")
-    loss.add_argument("--gan_start_step", type=int, default=0, help="vqgan stage: step from which the GAN is on")
-    loss.add_argument("--lq_gan", action="store_true",
-                      help="fix: train the LQ stage with the GAN too (the official LQ configs never start it)")
-    loss.add_argument("--encoder_pixel_loss", action="store_true",
-                      help="fix: let E_l's L1 + perceptual loss reach it through the straight-through decode "
-                           "(the official .long() cuts it; E_l then learns from the token CE only)")
-    loss.add_argument("--codebook_beta", type=float, default=None, help="vqgan stage: override the VQ β (0.25)")
-    loss.add_argument("--codebook_restart_steps", type=int, default=0,
-                      help="vqgan stage: every N steps, restart codes unused since the last restart with batch "
-                           "latents (not in the official recipe; prevents codebook collapse in short runs). 0: off")
-    out = p.add_argument_group("checkpoints, validation and output")
-    out.add_argument("--output_dir", required=True)
-    out.add_argument("--checkpointing_steps", type=int, default=500)
-    out.add_argument("--checkpoints_total_limit", type=int, default=None)
-    out.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder or 'latest'")
-    out.add_argument("--validation_steps", type=int, default=500)
-    out.add_argument("--validation_data_dir", default=None,
-                     help="folder of held-out HQ images; default: hold out --num_validation_images training images")
-    out.add_argument("--num_validation_images", type=int, default=4)
-    out.add_argument("--validation_resolution", type=int, default=None, help="HQ validation crop side (default: --resolution)")
-    out.add_argument("--validation_inference_steps", type=int, default=8)
-    out.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none")
-    out.add_argument("--logging_dir", default="logs")
-    out.add_argument("--tracker_project_name", default="iter")
-    out.add_argument("--push_to_hub", action="store_true")
-    out.add_argument("--hub_model_id", default=None)
-    out.add_argument("--hub_token", default=None)
+    _add_model_args(p)
+    _add_data_args(p)
+    _add_optimisation_args(p)
+    _add_loss_args(p)
+    _add_output_args(p)
     args = p.parse_args(argv)
     if args.resolution % 64:
         p.error(f"--resolution {args.resolution} must be a multiple of 64 (8 px per token × 8-token Swin windows)")
@@ -261,12 +290,9 @@ def image_grid(rows: list[list[torch.Tensor]]) -> np.ndarray:
     """Rows of (3, H, W) images in [0, 1] (nearest-upscaled to the largest) -> one HWC uint8 grid."""
     height = max(im.shape[1] for row in rows for im in row)
     width = max(im.shape[2] for row in rows for im in row)
-    tiles = []
-    for row in rows:
-        scaled = [torch.nn.functional.interpolate(im[None], size=(height, width), mode="nearest")[0] for im in row]
-        tiles.append(torch.cat(scaled, dim=2))
-    grid = torch.cat(tiles, dim=1).clamp(0, 1)
-    return (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    tiles = [PIL.Image.fromarray(to_u8(im.permute(1, 2, 0).numpy())).resize((width, height), PIL.Image.NEAREST)
+             for row in rows for im in row]
+    return np.asarray(make_image_grid(tiles, rows=len(rows), cols=len(rows[0])))
 
 
 @torch.no_grad()
@@ -281,18 +307,16 @@ def run_validation(pipeline, pairs, args, accelerator, step) -> dict:
             generator = torch.Generator().manual_seed(args.seed or 0)
             sr = pipeline(lq, num_inference_steps=args.validation_inference_steps, generator=generator,
                           output_type="pt", tile_size=None).images[0].cpu()
-        to_u8 = lambda t: (t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        psnrs.append(calculate_psnr(to_u8(sr), to_u8(hq), crop_border=4))
-        ssims.append(calculate_ssim(to_u8(sr), to_u8(hq), crop_border=4))
+        sr_u8, hq_u8 = (to_u8(t.permute(1, 2, 0).numpy()) for t in (sr, hq))
+        psnrs.append(calculate_psnr(sr_u8, hq_u8, crop_border=4))
+        ssims.append(calculate_ssim(sr_u8, hq_u8, crop_border=4))
         rows.append([lq, sr, hq])
     prefix = "val/reconstruction_" if args.stage == "vqgan" else "val/"
     metrics = {f"{prefix}psnr": float(np.mean(psnrs)), f"{prefix}ssim": float(np.mean(ssims))}
     grid = image_grid([row if args.stage == "lq" else row[1:] for row in rows])
     folder = Path(args.output_dir) / "validation"
     folder.mkdir(parents=True, exist_ok=True)
-    from PIL import Image
-
-    Image.fromarray(grid).save(folder / f"step_{step:06d}.png")
+    PIL.Image.fromarray(grid).save(folder / f"step_{step:06d}.png")
     for tracker in accelerator.trackers:
         if tracker.name == "tensorboard":
             tracker.writer.add_image("validation", grid, step, dataformats="HWC")
@@ -366,7 +390,8 @@ def find_resume_checkpoint(args) -> str | None:
 # ------------------------------------------------------------------------------------------------ steps
 @dataclass
 class TrainingRun:
-    """What one optimisation step needs (the prepared networks, optimisers and losses)."""
+    """The prepared networks, optimisers and losses (what one optimisation step needs), and what the loop around
+    the steps keeps: the data loader, the EMAs and the codebook restarter."""
 
     args: argparse.Namespace
     accelerator: Accelerator
@@ -378,6 +403,9 @@ class TrainingRun:
     optimizer: torch.optim.Optimizer
     lr_scheduler: object
     disc_optimizer: torch.optim.Optimizer | None
+    train_loader: object = None
+    emas: dict = field(default_factory=dict)
+    restarter: DeadCodeRestarter | None = None
 
 
 def generator_step(run: TrainingRun, hq: torch.Tensor, lq: torch.Tensor, global_step: int):
@@ -432,7 +460,8 @@ def main(argv=None):
         raise SystemExit(f"error: {error}") from None
 
 
-def train(args):
+def make_accelerator(args) -> Accelerator:
+    """The accelerator, with logging, the seed, the output folder and TF32 set up."""
     logging_dir = Path(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
@@ -449,17 +478,11 @@ def train(args):
         os.makedirs(args.output_dir, exist_ok=True)
     if args.allow_tf32 and torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = True
+    return accelerator
 
-    components = load_components(args)
-    scale = components["encoder"].config.scale_factor
-    if args.scale is not None and args.scale != scale:
-        raise SystemExit(f"error: --scale {args.scale} differs from the encoder's scale_factor {scale}")
-    degradation = degradation_config(args)
-    train_set, validation = make_datasets(args, accelerator, scale, degradation)
-    val_pairs = validation_pairs(validation, args, scale, degradation) if len(validation) else []
 
-    names = trained_names(args)
-    trained = {name: components[name] for name in names}
+def set_training_modes(components: dict, trained: dict, args, accelerator) -> None:
+    """Trained networks in train mode; frozen ones in eval mode on the device, in the mixed-precision dtype."""
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     for name in ("vqvae", *LQ_COMPONENTS):
         module = components[name]
@@ -473,9 +496,11 @@ def train(args):
         model.train()
         if args.gradient_checkpointing:
             model.enable_gradient_checkpointing()
-    discriminator = components.get("discriminator")
-    perceptual = build_perceptual(args, accelerator.device)
 
+
+def prepare_run(args, accelerator, components: dict, trained: dict, train_set) -> tuple[TrainingRun, int]:
+    """Optimisers, loader, LR schedule, EMAs and restarter, prepared by accelerate; returns the run and its steps."""
+    perceptual = build_perceptual(args, accelerator.device)
     total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     lr = args.learning_rate * (total_batch if args.scale_lr else 1)
     params = [p for m in trained.values() for p in m.parameters()]
@@ -491,102 +516,132 @@ def train(args):
     steps_per_epoch = math.ceil(math.ceil(len(train_loader) / accelerator.num_processes)
                                 / args.gradient_accumulation_steps)
     max_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer,
+                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=max_steps * accelerator.num_processes)
     prepared = accelerator.prepare(*trained.values(), optimizer, train_loader, lr_scheduler)
     trained = dict(zip(trained, prepared[: len(trained)]))
     optimizer, train_loader, lr_scheduler = prepared[len(trained) :]
-    disc_optimizer = None
+    discriminator, disc_optimizer = components.get("discriminator"), None
     if discriminator is not None:
         disc_optimizer = torch.optim.Adam(discriminator.parameters(), lr=args.discriminator_learning_rate, **adam)
         discriminator, disc_optimizer = accelerator.prepare(discriminator, disc_optimizer)
-        trained_with_disc = dict(trained, discriminator=discriminator)
-    else:
-        trained_with_disc = trained
     emas = {name: EMAModel(accelerator.unwrap_model(m).parameters(), decay=args.ema_decay,
                            model_cls=COMPONENT_CLASSES[name], model_config=accelerator.unwrap_model(m).config)
             for name, m in trained.items()} if args.use_ema else {}
     for ema in emas.values():
         ema.to(accelerator.device)
-    register_checkpoint_hooks(accelerator, trained_with_disc, emas)
-    run = TrainingRun(args, accelerator, components, trained, discriminator, perceptual, params, optimizer,
-                      lr_scheduler, disc_optimizer)
+    with_disc = trained if discriminator is None else dict(trained, discriminator=discriminator)
+    register_checkpoint_hooks(accelerator, with_disc, emas)
     restarter = None
     if args.stage == "vqgan" and args.codebook_restart_steps > 0:
         restarter = DeadCodeRestarter(accelerator.unwrap_model(trained["vqvae"]).quantize, args.codebook_restart_steps,
                                       torch.Generator().manual_seed(args.seed or 0))
         accelerator.register_for_checkpointing(restarter)  # usage counts and generator state resume exactly
+    run = TrainingRun(args, accelerator, components, trained, discriminator, perceptual, params, optimizer,
+                      lr_scheduler, disc_optimizer, train_loader, emas, restarter)
+    return run, max_steps
 
-    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
-    num_epochs = math.ceil(max_steps / steps_per_epoch)
+
+def resume_position(args, accelerator, steps_per_epoch: int) -> tuple[int, int, int]:
+    """(global step, first epoch, batches of that epoch to skip) after loading the checkpoint to resume from."""
+    checkpoint = find_resume_checkpoint(args)
+    if not checkpoint:
+        return 0, 0, 0
+    accelerator.print(f"resuming from {checkpoint}")
+    accelerator.load_state(checkpoint)
+    global_step = int(Path(checkpoint).name.split("-")[1])
+    resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+    return global_step, global_step // steps_per_epoch, resume_batches
+
+
+def after_step(run: TrainingRun, global_step: int, loss, terms: dict, history: dict, val_pairs) -> dict:
+    """Bookkeeping of an optimisation step: restarts, EMAs, logs, checkpoint and validation; returns the logs."""
+    args, accelerator = run.args, run.accelerator
+    if run.restarter is not None:
+        terms["restarted_codes"] = torch.tensor(float(run.restarter.step(
+            global_step, broadcast if accelerator.num_processes > 1 else None)))
+    for name, ema in run.emas.items():
+        ema.step(accelerator.unwrap_model(run.trained[name]).parameters())
+    logs = {"loss": loss.detach().item(), "lr": run.lr_scheduler.get_last_lr()[0]}
+    logs.update({f"loss/{k}": v.detach().item() for k, v in terms.items()})
+    history["first"] = history["first"] or logs
+    history["last"] = logs
+    accelerator.log(logs, step=global_step)
+    if global_step % args.checkpointing_steps == 0 and accelerator.is_main_process:
+        prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
+        accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
+    if val_pairs and global_step % args.validation_steps == 0 and accelerator.is_main_process:
+        with ema_weights(run.emas, run.trained, accelerator):
+            pipeline = assemble_pipeline(run.components, run.trained, accelerator)
+            history["validation"] = run_validation(pipeline, val_pairs, args, accelerator, global_step)
+        history["validated_at"] = global_step
+    return logs
+
+
+def train(args):
+    accelerator = make_accelerator(args)
+    components = load_components(args)
+    scale = components["encoder"].config.scale_factor
+    if args.scale is not None and args.scale != scale:
+        raise SystemExit(f"error: --scale {args.scale} differs from the encoder's scale_factor {scale}")
+    degradation = degradation_config(args)
+    train_set, validation = make_datasets(args, accelerator, scale, degradation)
+    val_pairs = validation_pairs(validation, args, scale, degradation) if len(validation) else []
+    names = trained_names(args)
+    trained = {name: components[name] for name in names}
+    set_training_modes(components, trained, args, accelerator)
+    run, max_steps = prepare_run(args, accelerator, components, trained, train_set)
+    steps_per_epoch = math.ceil(len(run.train_loader) / args.gradient_accumulation_steps)
     if accelerator.is_main_process:
         config = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v))
                   for k, v in vars(args).items() if k not in SECRET_ARGS}
         accelerator.init_trackers(args.tracker_project_name, config={k: v for k, v in config.items() if v is not None})
-
+    total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     logger.info(f"stage {args.stage}: training {names}; {len(train_set)} images, {len(val_pairs)} validation; "
                 f"{max_steps} steps of {total_batch} samples ({steps_per_epoch} per epoch)")
-    global_step, first_epoch, resume_batches = 0, 0, 0
-    checkpoint = find_resume_checkpoint(args)
-    if checkpoint:
-        accelerator.print(f"resuming from {checkpoint}")
-        accelerator.load_state(checkpoint)
-        global_step = int(Path(checkpoint).name.split("-")[1])
-        first_epoch = global_step // steps_per_epoch
-        resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+    global_step, first_epoch, resume_batches = resume_position(args, accelerator, steps_per_epoch)
 
     progress = tqdm(range(max_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
     history = {"first": None, "last": None, "validation": None, "validated_at": None}
     step_times = []
     start = time.perf_counter()
-    for epoch in range(first_epoch, num_epochs):
+    accumulated = [*run.trained.values(), *([run.discriminator] if run.discriminator is not None else [])]
+    for epoch in range(first_epoch, math.ceil(max_steps / steps_per_epoch)):
         train_set.set_epoch(epoch)
-        train_loader.set_epoch(epoch)
-        loader = train_loader
+        run.train_loader.set_epoch(epoch)
+        loader = run.train_loader
         if epoch == first_epoch and resume_batches:
-            loader = accelerator.skip_first_batches(train_loader, resume_batches)
+            loader = accelerator.skip_first_batches(run.train_loader, resume_batches)
         for batch in loader:
             hq = batch["hq"].to(accelerator.device)
             lq = batch["lq"].to(accelerator.device)
-            with accelerator.accumulate(*trained_with_disc.values()):
+            with accelerator.accumulate(*accumulated):
                 loss, terms, fake, gan_on = generator_step(run, hq, lq, global_step)
                 if gan_on and fake is not None:
                     terms["gan_d"] = discriminator_step(run, hq, fake)
-
             if accelerator.sync_gradients:
-                if restarter is not None:
-                    terms["restarted_codes"] = torch.tensor(float(restarter.step(
-                        global_step + 1, broadcast if accelerator.num_processes > 1 else None)))
-                for name, ema in emas.items():
-                    ema.step(accelerator.unwrap_model(trained[name]).parameters())
                 global_step += 1
                 progress.update(1)
-                logs = {"loss": loss.detach().item(), "lr": lr_scheduler.get_last_lr()[0]}
-                logs.update({f"loss/{k}": v.detach().item() for k, v in terms.items()})
-                history["first"] = history["first"] or logs
-                history["last"] = logs
+                logs = after_step(run, global_step, loss, terms, history, val_pairs)
                 step_times.append(time.perf_counter() - start)
                 progress.set_postfix(loss=f"{logs['loss']:.4f}")
-                accelerator.log(logs, step=global_step)
-
-                if global_step % args.checkpointing_steps == 0 and accelerator.is_main_process:
-                    prune_checkpoints(args.output_dir, args.checkpoints_total_limit)
-                    accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
-                if val_pairs and global_step % args.validation_steps == 0 and accelerator.is_main_process:
-                    with ema_weights(emas, trained, accelerator):
-                        history["validation"] = run_validation(assemble_pipeline(components, trained, accelerator),
-                                                               val_pairs, args, accelerator, global_step)
-                    history["validated_at"] = global_step
             if global_step >= max_steps:
                 break
         if global_step >= max_steps:
             break
+    finish(run, names, degradation, val_pairs, history, global_step, step_times, start)
 
+
+def finish(run: TrainingRun, names, degradation, val_pairs, history: dict, global_step: int, step_times: list,
+           start: float) -> None:
+    """Final weights (EMA when used) in fp32, a last validation, the pipeline folder, its card and summary."""
+    args, accelerator = run.args, run.accelerator
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        for name, ema in emas.items():
-            ema.copy_to(accelerator.unwrap_model(trained[name]).parameters())
-        pipeline = assemble_pipeline(components, trained, accelerator)
+        for name, ema in run.emas.items():
+            ema.copy_to(accelerator.unwrap_model(run.trained[name]).parameters())
+        pipeline = assemble_pipeline(run.components, run.trained, accelerator)
         for module in (pipeline.vqvae, pipeline.encoder, pipeline.evaluator, pipeline.refiner):
             if module.dtype != torch.float32:
                 module.to(dtype=torch.float32)
@@ -594,11 +649,10 @@ def train(args):
         if val_pairs and history["validated_at"] != global_step:  # the final weights, unless just validated
             metrics = run_validation(pipeline, val_pairs, args, accelerator, global_step)
         pipeline.save_pretrained(args.output_dir)
-        elapsed = time.perf_counter() - start
-        per_step = elapsed / max(1, len(step_times))
+        per_step = (time.perf_counter() - start) / max(1, len(step_times))
         write_model_card(pipeline, args, names, degradation, metrics, history, global_step, per_step, accelerator)
-        summary = {"steps": global_step, "seconds_per_step": per_step, "first": history["first"], "last": history["last"],
-                   "validation": metrics}
+        summary = {"steps": global_step, "seconds_per_step": per_step, "first": history["first"],
+                   "last": history["last"], "validation": metrics}
         Path(args.output_dir, "training_summary.json").write_text(json.dumps(summary, indent=2))
         if args.push_to_hub:
             from iter_diffusers.conversion import push_folder_to_hub

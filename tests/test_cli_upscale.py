@@ -19,19 +19,11 @@ import PIL.Image
 import pytest
 
 from iter_diffusers.cli import upscale
-from iter_diffusers.cli.upscale import (
-    InputFile,
-    UsageError,
-    atomic_save,
-    collect_inputs,
-    compose_output,
-    load_image,
-    main,
-    output_extension,
-    parse_tile,
-    plan_jobs,
-    shard,
-)
+from iter_diffusers.cli.arguments import parse_tile
+from iter_diffusers.cli.console import UsageError
+from iter_diffusers.cli.images import atomic_save, compose_output, load_image
+from iter_diffusers.cli.inputs import InputFile, collect_inputs, output_extension, plan_jobs, shard
+from iter_diffusers.cli.upscale import main
 
 H, W, S = 16, 20, 4
 FAST = ["--steps", "2"]

@@ -278,7 +278,8 @@ def test_generator_step_leaves_the_discriminator_gradients_alone(converted_dir, 
     loss, exactly; and --lq_gan trains with the adversarial term even without a perceptual loss."""
     from accelerate import Accelerator
 
-    from iter_diffusers.training.losses import UNetDiscriminatorSN, discriminator_hinge_loss
+    from iter_diffusers.models.discriminator import UNetDiscriminatorSN
+    from iter_diffusers.training.losses import discriminator_hinge_loss
 
     script = _train_script()
     args = script.parse_args(["--stage", stage, "--pretrained_model_name_or_path", str(converted_dir),

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 pytest.importorskip("cv2")
 pytest.importorskip("scipy")
 
+from iter_diffusers.models.discriminator import UNetDiscriminatorSN  # noqa: E402
 from iter_diffusers.training import degradations as deg  # noqa: E402
 from iter_diffusers.training import losses  # noqa: E402
 from iter_diffusers.training.degradations import (  # noqa: E402
@@ -23,6 +24,8 @@ from iter_diffusers.training.degradations import (  # noqa: E402
     paired_random_crop,
     paired_random_resize,
 )
+from iter_diffusers.training.degradations.ops import convolve_mirror  # noqa: E402
+from iter_diffusers.utils.gaussian import fspecial_gaussian  # noqa: E402
 
 
 def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -130,7 +133,7 @@ def test_mirror_convolution_matches_scipy_for_even_kernels(size):
     kernel = rng.random((size, size))
     kernel /= kernel.sum()
     expected = ndimage.convolve(img, kernel[..., None], mode="mirror")
-    np.testing.assert_allclose(deg._convolve_mirror(img, kernel), expected, atol=1e-5)
+    np.testing.assert_allclose(convolve_mirror(img, kernel), expected, atol=1e-5)
 
 
 def test_matlab_imresize():
@@ -145,7 +148,7 @@ def test_matlab_imresize():
 
 def test_small_even_gaussian_does_not_vanish():
     """Official fspecial underflows to an all-zero kernel (black image) for tiny sigma and even size."""
-    kernel = deg._isotropic_gaussian_kernel(6, 1e-4)
+    kernel = fspecial_gaussian(6, 1e-4)
     assert np.isfinite(kernel).all() and kernel.sum() == pytest.approx(1.0)
 
 
@@ -306,17 +309,17 @@ def test_hinge_losses():
 
 def test_unet_discriminator_shape_and_round_trip(tmp_path):
     torch.manual_seed(0)
-    disc = losses.UNetDiscriminatorSN(num_in_ch=3, num_feat=8)
+    disc = UNetDiscriminatorSN(num_in_ch=3, num_feat=8)
     x = torch.rand(2, 3, 32, 24)
     assert disc(x).shape == (2, 1, 32, 24)  # training-mode call also runs a power iteration
     assert "conv1.weight_orig" in disc.state_dict() and "conv1.weight_u" in disc.state_dict()
     disc.eval()
     expected = disc(x)
     disc.save_pretrained(tmp_path)
-    loaded = losses.UNetDiscriminatorSN.from_pretrained(tmp_path).eval()
+    loaded = UNetDiscriminatorSN.from_pretrained(tmp_path).eval()
     assert loaded.config.num_feat == 8 and loaded.config.skip_connection is True
     torch.testing.assert_close(loaded(x), expected)
-    no_skip = losses.UNetDiscriminatorSN(num_feat=8, skip_connection=False)
+    no_skip = UNetDiscriminatorSN(num_feat=8, skip_connection=False)
     out = no_skip(x)
     out.mean().backward()
     assert no_skip.conv1.weight_orig.grad is not None

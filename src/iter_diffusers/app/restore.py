@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import PIL.Image
 import torch
 
-from ..cli.upscale import LoadedImage, compose_output
+from ..cli.images import LoadedImage, compose_output
 from .models import LoadedModel
 from .views import mask_image, to_pil
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import PIL.Image
 
-from ..cli.upscale import ImageError, LoadedImage, load_image
+from ..cli.console import ImageError
+from ..cli.images import LoadedImage, load_image
 
 #: Largest input the page accepts (LQ pixels): 1 MP, e.g. 1000×1000, a ×4 output of 16 MP.
 MAX_INPUT_PIXELS = 1_000_000

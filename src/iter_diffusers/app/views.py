@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import PIL.Image
 
-from ..cli.upscale import LoadedImage
+from ..cli.images import LoadedImage
 
 PANEL_GAP = 4  # pixels between a step's image and its keep-mask
 

@@ -3,7 +3,7 @@
 * :func:`calculate_psnr`, :func:`calculate_ssim`: full-reference, on the BT.601 Y channel by default;
 * :func:`calculate_color_error`: the largest per-channel difference of mean colours (global or per tile);
 * :func:`calculate_niqe`: no-reference NIQE with the MATLAB release's pristine model;
-* :func:`imresize`: MATLAB-compatible bicubic ``imresize``;
+* :func:`imresize`: MATLAB-compatible bicubic ``imresize`` (from :mod:`iter_diffusers.utils.imresize`);
 * the ``iter-sr-eval`` command line tool (:mod:`iter_diffusers.evaluation.cli`) evaluates folders of images.
 
 Everything here needs only NumPy (Pillow for the command line tool). ``iter-sr-eval --lpips`` adds LPIPS-VGG v0.1
@@ -13,7 +13,8 @@ transformers' ``CLIPModel``).
 """
 
 from .metrics import calculate_color_error, calculate_psnr, calculate_ssim, prepare_for_metric, rgb2ycbcr_y, to_float255
-from .niqe import calculate_niqe, imresize, load_niqe_params
+from ..utils.imresize import imresize
+from .niqe import calculate_niqe, load_niqe_params
 
 __all__ = [
     "calculate_color_error",

@@ -22,11 +22,13 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from ..utils.image_files import image_to_array, open_image, to_u8
 
 PROG = "iter-sr-eval"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -77,15 +79,15 @@ class EvalError(Exception):
 class Pair:
     name: str
     pred: Path
-    gt: Optional[Path]
+    gt: Path | None
 
 
-def _list_images(folder: Path, what: str) -> Dict[str, Path]:
+def _list_images(folder: Path, what: str) -> dict[str, Path]:
     if not folder.exists():
         raise EvalError(f"{what} directory does not exist: {folder}")
     if not folder.is_dir():
         raise EvalError(f"{what} path is not a directory: {folder}")
-    found: Dict[str, Path] = {}
+    found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         if not path.is_file() or path.suffix.lower() not in IMAGE_EXTENSIONS or path.name.startswith("."):
             continue
@@ -108,10 +110,10 @@ def _short_list(names: Sequence[str], limit: int = 5) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def collect_pairs(pred_dir: Path, gt_dir: Optional[Path], pred_suffix: str = "") -> List[Pair]:
+def collect_pairs(pred_dir: Path, gt_dir: Path | None, pred_suffix: str = "") -> list[Pair]:
     """Match prediction files to ground-truth files by stem (see the command's help)."""
     preds = _list_images(pred_dir, "--pred")
-    keyed: Dict[str, Path] = {}
+    keyed: dict[str, Path] = {}
     for stem, path in preds.items():
         key = _strip_suffix(stem, pred_suffix)
         if key in keyed:
@@ -139,18 +141,9 @@ def collect_pairs(pred_dir: Path, gt_dir: Optional[Path], pred_suffix: str = "")
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """Read an image file as ``uint8`` ``H x W x 3`` RGB."""
-    from PIL import Image
-
+    """Read an image file as ``uint8`` ``H x W x 3`` RGB (16-bit grey rounded to 8 bits, alpha dropped)."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(im, dtype=np.float64)
-                scale = 257.0 if arr.max() > 255 else 1.0
-                arr = np.clip(np.round(arr / scale), 0, 255).astype(np.uint8)
-                return np.repeat(arr[:, :, None], 3, axis=2)
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        return to_u8(image_to_array(open_image(path)))
     except (OSError, ValueError) as exc:
         raise EvalError(f"cannot read image {path}: {exc}") from exc
 
@@ -163,7 +156,7 @@ def evaluate_pairs(
     warn=None,
     lpips=None,
     clipiqa=None,
-) -> List[Dict[str, object]]:
+) -> list[dict[str, object]]:
     """Per-image results: ``{"name", "pred", "gt", "psnr", "ssim", "lpips", "niqe", "clipiqa"}`` (metrics that
     apply); ``lpips`` is a :func:`lpips_metric` or ``None``, ``clipiqa`` a
     :func:`~iter_diffusers.evaluation.clip_iqa.clip_iqa_metric` or ``None``."""
@@ -173,7 +166,7 @@ def evaluate_pairs(
     results = []
     for pair in pairs:
         pred = load_rgb(pair.pred)
-        row: Dict[str, object] = {"name": pair.name, "pred": str(pair.pred)}
+        row: dict[str, object] = {"name": pair.name, "pred": str(pair.pred)}
         if pair.gt is not None:
             gt = load_rgb(pair.gt)
             row["gt"] = str(pair.gt)
@@ -238,11 +231,11 @@ def clip_iqa_scorer(model_id_or_path: str):
         raise EvalError(" ".join(message.split())) from exc
 
 
-def metric_names(results: Sequence[Dict[str, object]]) -> List[str]:
+def metric_names(results: Sequence[dict[str, object]]) -> list[str]:
     return [m for m in METRICS if results and m in results[0]]
 
 
-def mean_results(results: Sequence[Dict[str, object]]) -> Dict[str, float]:
+def mean_results(results: Sequence[dict[str, object]]) -> dict[str, float]:
     """Mean of each metric over the images (NaN values are skipped; an infinite PSNR makes the mean inf)."""
     out = {}
     for m in metric_names(results):
@@ -267,7 +260,7 @@ def _header(metric: str, arrows: bool = False) -> str:
     return label + (" \u2193" if LOWER_IS_BETTER[metric] else " \u2191")
 
 
-def format_table(results: Sequence[Dict[str, object]], means: Dict[str, float]) -> str:
+def format_table(results: Sequence[dict[str, object]], means: dict[str, float]) -> str:
     metrics = metric_names(results)
     rows = [["Image"] + [_header(m) for m in metrics]]
     rows += [[str(r["name"])] + [_fmt(m, float(r[m])) for m in metrics] for r in results]
@@ -282,7 +275,7 @@ def format_table(results: Sequence[Dict[str, object]], means: Dict[str, float]) 
     return "\n".join(lines)
 
 
-def format_markdown(results: Sequence[Dict[str, object]], means: Dict[str, float], settings: Dict[str, object]) -> str:
+def format_markdown(results: Sequence[dict[str, object]], means: dict[str, float], settings: dict[str, object]) -> str:
     metrics = metric_names(results)
     lines = [
         "| Image | " + " | ".join(_header(m, arrows=True) for m in metrics) + " |",
@@ -352,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 

@@ -19,9 +19,9 @@ Only NumPy is needed.
 from __future__ import annotations
 
 import math
-from typing import Tuple
-
 import numpy as np
+
+from ..utils.gaussian import gaussian_kernel_1d
 
 __all__ = [
     "rgb2ycbcr_y",
@@ -30,7 +30,6 @@ __all__ = [
     "calculate_psnr",
     "calculate_ssim",
     "calculate_color_error",
-    "gaussian_kernel_1d",
     "correlate_separable",
 ]
 
@@ -94,7 +93,7 @@ def prepare_for_metric(img: np.ndarray, crop_border: int = 0, test_y_channel: bo
     return to_float255(img)
 
 
-def _pair(img: np.ndarray, img2: np.ndarray, crop_border: int, test_y_channel: bool) -> Tuple[np.ndarray, np.ndarray]:
+def _pair(img: np.ndarray, img2: np.ndarray, crop_border: int, test_y_channel: bool) -> tuple[np.ndarray, np.ndarray]:
     a = _check_image(img, "img")
     b = _check_image(img2, "img2")
     if a.shape != b.shape:
@@ -119,13 +118,6 @@ def calculate_psnr(img: np.ndarray, img2: np.ndarray, crop_border: int = 0, test
     if mse == 0.0:
         return float("inf")
     return 10.0 * math.log10(255.0 * 255.0 / mse)
-
-
-def gaussian_kernel_1d(size: int, sigma: float) -> np.ndarray:
-    """Normalised 1-D Gaussian of ``size`` taps (the outer product with itself is MATLAB's ``fspecial``)."""
-    x = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    k = np.exp(-(x * x) / (2.0 * sigma * sigma))
-    return k / k.sum()
 
 
 def correlate_separable(img: np.ndarray, kernel: np.ndarray, mode: str = "valid") -> np.ndarray:

@@ -7,15 +7,13 @@ numbers are comparable with the values reported in SR papers (lower is better):
    :func:`iter_diffusers.evaluation.metrics.rgb2ycbcr_y`), ``crop_border`` pixels are cut from each edge and the
    result is rounded to integers (this is how BasicSR's ``calculate_niqe`` prepares the image);
 2. the image is cut down to a whole number of 96x96 blocks (no overlap);
-3. at two scales (full size, then MATLAB ``imresize(im, 0.5)``, i.e. antialiased bicubic) the MSCN coefficients
+3. at two scales (full size, then MATLAB ``imresize(im, 0.5)``, i.e. antialiased bicubic:
+   :func:`iter_diffusers.utils.imresize.imresize`) the MSCN coefficients
    ``(I - mu) / (sigma + 1)`` are computed with a 7x7 Gaussian window (sigma 7/6, ``'replicate'`` borders), and
    for every block 18 features are fitted: a GGD (via the AGGD estimator) of the coefficients and an AGGD of the
    products with the horizontal, vertical and both diagonal neighbours (circular shifts inside the block);
 4. the multivariate Gaussian fitted to the 36-D block features is compared with the pristine model shipped by
    the authors (``data/niqe_pris_params.npz``): ``sqrt((mu_p - mu)^T pinv((S_p + S) / 2) (mu_p - mu))``.
-
-It also provides :func:`imresize`, a re-implementation of MATLAB's ``imresize`` with the bicubic kernel
-(antialiased when shrinking), which is useful beyond NIQE (e.g. to make bicubic LR images the MATLAB way).
 """
 
 from __future__ import annotations
@@ -23,16 +21,16 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .metrics import correlate_separable, gaussian_kernel_1d, prepare_for_metric
+from ..utils.gaussian import gaussian_kernel_1d
+from ..utils.imresize import imresize
+from .metrics import correlate_separable, prepare_for_metric
 
 __all__ = [
     "NIQE_PARAMS_PATH",
     "load_niqe_params",
-    "imresize",
     "niqe",
     "calculate_niqe",
 ]
@@ -42,7 +40,7 @@ BLOCK_SIZE = 96
 
 
 @lru_cache(maxsize=1)
-def load_niqe_params() -> Tuple[np.ndarray, np.ndarray]:
+def load_niqe_params() -> tuple[np.ndarray, np.ndarray]:
     """The pristine multivariate Gaussian of the MATLAB release: ``(mu (36,), cov (36, 36))``."""
     if not NIQE_PARAMS_PATH.is_file():
         raise FileNotFoundError(
@@ -55,96 +53,6 @@ def load_niqe_params() -> Tuple[np.ndarray, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# MATLAB imresize (bicubic)
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _cubic(x: np.ndarray) -> np.ndarray:
-    """Keys' cubic convolution kernel with a = -0.5 (MATLAB's ``cubic``)."""
-    ax = np.abs(x)
-    ax2 = ax * ax
-    ax3 = ax2 * ax
-    return (1.5 * ax3 - 2.5 * ax2 + 1.0) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4.0 * ax + 2.0) * (
-        (ax > 1) & (ax <= 2)
-    )
-
-
-def _contributions(in_len: int, out_len: int, scale: float, antialiasing: bool) -> Tuple[np.ndarray, np.ndarray]:
-    """Weights ``(out_len, P)`` and 0-based source indices ``(out_len, P)`` along one dimension."""
-    kernel_width = 4.0
-    if scale < 1 and antialiasing:
-        # Stretch the kernel to low-pass before decimating.
-        def kernel(x: np.ndarray) -> np.ndarray:
-            return scale * _cubic(scale * x)
-
-        kernel_width = kernel_width / scale
-    else:
-        kernel = _cubic
-    x = np.arange(1, out_len + 1, dtype=np.float64)  # 1-based output coordinates, as in MATLAB
-    u = x / scale + 0.5 * (1.0 - 1.0 / scale)  # their position in input coordinates
-    left = np.floor(u - kernel_width / 2.0)
-    taps = int(math.ceil(kernel_width)) + 2
-    indices = left[:, None] + np.arange(taps, dtype=np.float64)[None, :]
-    weights = kernel(u[:, None] - indices)
-    weights = weights / weights.sum(axis=1, keepdims=True)
-    # Out-of-range taps read the mirror image (MATLAB: symmetric padding without repeating ... it repeats the
-    # edge sample: [1..n, n..1]).
-    mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
-    idx = mirror[np.mod(indices.astype(np.int64) - 1, mirror.size)]
-    keep = np.any(weights != 0, axis=0)
-    return weights[:, keep], idx[:, keep]
-
-
-def _resize_axis(img: np.ndarray, axis: int, out_len: int, scale: float, antialiasing: bool) -> np.ndarray:
-    weights, idx = _contributions(img.shape[axis], out_len, scale, antialiasing)
-    moved = np.moveaxis(img, axis, 0)  # (in_len, ...)
-    gathered = moved[idx]  # (out_len, P, ...)
-    w = weights.reshape(weights.shape + (1,) * (moved.ndim - 1))
-    out = np.sum(gathered * w, axis=1)
-    return np.moveaxis(out, 0, axis)
-
-
-def imresize(
-    img: np.ndarray,
-    scale: Optional[float] = None,
-    output_shape: Optional[Sequence[int]] = None,
-    antialiasing: bool = True,
-) -> np.ndarray:
-    """MATLAB-compatible ``imresize(img, scale)`` / ``imresize(img, [h w])`` with the ``'bicubic'`` method.
-
-    Works on ``H x W`` or ``H x W x C`` arrays; the result is float64 and is neither rounded nor clipped (MATLAB
-    rounds and clips only for integer input; do it yourself if you need a ``uint8`` image).
-
-    Args:
-        img: the image.
-        scale: a single scale factor for both dimensions; the output size is ``ceil(scale * size)``.
-        output_shape: ``(out_h, out_w)`` instead of ``scale``.
-        antialiasing: widen the kernel when shrinking (MATLAB's default ``'Antialiasing', true``).
-    """
-    arr = np.asarray(img, dtype=np.float64)
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"expected an H x W or H x W x C array, got shape {arr.shape}")
-    h, w = arr.shape[:2]
-    if (scale is None) == (output_shape is None):
-        raise ValueError("give exactly one of scale and output_shape")
-    if scale is not None:
-        if scale <= 0:
-            raise ValueError("scale must be positive")
-        scales = (float(scale), float(scale))
-        out_hw = (int(math.ceil(h * scale)), int(math.ceil(w * scale)))
-    else:
-        out_hw = (int(output_shape[0]), int(output_shape[1]))
-        if min(out_hw) <= 0:
-            raise ValueError("output_shape must be positive")
-        scales = (out_hw[0] / h, out_hw[1] / w)
-    # MATLAB resizes along the dimension with the smaller scale first (rows first on a tie).
-    order = sorted(range(2), key=lambda d: (scales[d], d))
-    for d in order:
-        arr = _resize_axis(arr, d, out_hw[d], scales[d], antialiasing)
-    return arr
-
-
-# --------------------------------------------------------------------------------------------------------------
 # NIQE
 # --------------------------------------------------------------------------------------------------------------
 
@@ -152,7 +60,7 @@ _NIQE_WINDOW = gaussian_kernel_1d(7, 7.0 / 6.0)  # outer(w, w) == fspecial('gaus
 
 
 @lru_cache(maxsize=1)
-def _gamma_grid() -> Tuple[np.ndarray, np.ndarray]:
+def _gamma_grid() -> tuple[np.ndarray, np.ndarray]:
     """The shape grid ``0.2:0.001:10`` and the generalized Gaussian ratio ``r(g)`` on it."""
     gam = 0.2 + 0.001 * np.arange(9801, dtype=np.float64)
     g = np.array([math.gamma(v) for v in (1.0 / gam)])
@@ -161,7 +69,7 @@ def _gamma_grid() -> Tuple[np.ndarray, np.ndarray]:
     return gam, (g2 * g2) / (g * g3)
 
 
-def _estimate_aggd(vec: np.ndarray) -> Tuple[float, float, float]:
+def _estimate_aggd(vec: np.ndarray) -> tuple[float, float, float]:
     """Moment-matching AGGD fit (as ``estimateaggdparam.m``): ``(alpha, beta_left, beta_right)``.
 
     Returns NaNs where a side of the distribution is empty (flat blocks), like MATLAB.
@@ -233,8 +141,8 @@ def _mscn(img: np.ndarray) -> np.ndarray:
 
 def niqe(
     img: np.ndarray,
-    mu_pris: Optional[np.ndarray] = None,
-    cov_pris: Optional[np.ndarray] = None,
+    mu_pris: np.ndarray | None = None,
+    cov_pris: np.ndarray | None = None,
     block_size: int = BLOCK_SIZE,
 ) -> float:
     """NIQE of a single-channel image on the ``[0, 255]`` scale (``computequality.m``).

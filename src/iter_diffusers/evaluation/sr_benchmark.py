@@ -19,6 +19,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageFilter
 
+from ..utils.image_files import image_to_array, open_image, to_u8
 from .metrics import calculate_color_error, calculate_psnr, calculate_ssim
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -31,7 +32,7 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def load_hq(path: str | Path, max_side: int, scale: int) -> np.ndarray:
     """An HQ photo as uint8 RGB, centre-cropped to at most ``max_side`` and to multiples of ``scale``."""
-    hq = np.asarray(PIL.Image.open(path).convert("RGB"))
+    hq = to_u8(image_to_array(open_image(path)))
     h, w = (min(side, max_side) // scale * scale for side in hq.shape[:2])
     top, left = (hq.shape[0] - h) // 2, (hq.shape[1] - w) // 2
     return np.ascontiguousarray(hq[top : top + h, left : left + w])
@@ -57,10 +58,6 @@ def make_pair(hq: np.ndarray, scale: int, chain: str, seed: int) -> tuple[np.nda
         lq, hq_crop = degrade(hq.astype(np.float32) / 255, scale, BSRGANLightConfig(), np.random.default_rng(seed))
         return to_u8(lq), to_u8(hq_crop)
     raise ValueError(f"unknown degradation chain {chain!r}; choose from {CHAINS}")
-
-
-def to_u8(array: np.ndarray) -> np.ndarray:
-    return (np.asarray(array, np.float32).clip(0, 1) * 255).round().astype(np.uint8)
 
 
 def bicubic(lq: np.ndarray, scale: int) -> np.ndarray:

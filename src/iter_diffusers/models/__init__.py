@@ -1,5 +1,6 @@
 """ITER networks as diffusers models."""
 
+from .discriminator import UNetDiscriminatorSN
 from .lq_encoder import ITERDistortionRemovalEncoder
 from .outputs import ITERLogitsOutput
 from .token_networks import ITERRefinementTransformer, ITERTokenEvaluator, ITERTokenTransformer
@@ -12,5 +13,6 @@ __all__ = [
     "ITERTokenEvaluator",
     "ITERTokenTransformer",
     "ITERVQModel",
+    "UNetDiscriminatorSN",
     "VectorQuantizer",
 ]

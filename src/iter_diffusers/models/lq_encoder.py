@@ -37,15 +37,22 @@ class ITERDistortionRemovalEncoder(ModelMixin, ConfigMixin):
     must be multiples of ``vq_scale_factor // scale_factor · swin_window_size`` pixels (the pipeline pads).
 
     Parameters:
-        scale_factor: the super-resolution factor s (2 or 4 in the official release). It lives here only.
-        vq_scale_factor: HQ pixels per token of the VQGAN (8).
-        base_channels: width after the first conv (official 64), doubled by each stride-2 stage.
-        blocks_per_stage: residual blocks after each stride-2 conv (official 2).
-        feature_dim: width of the Swin layers (official 128, the codebook vector width).
-        swin_num_groups / swin_depth / swin_num_heads / swin_window_size / mlp_ratio: the Swin layers
-            (official 2 / 6 / 8 / 8 / 4).
-        num_vq_embeddings: codebook size K (official 512).
-        norm_num_groups: GroupNorm groups of the residual blocks (official 32).
+        scale_factor (`int`, defaults to 4): the super-resolution factor s (2 or 4 in the official release). It
+            lives here only.
+        vq_scale_factor (`int`, defaults to 8): HQ pixels per token of the VQGAN.
+        in_channels (`int`, defaults to 3): channels of the LQ images.
+        base_channels (`int`, defaults to 64): width after the first conv, doubled by each stride-2 stage.
+        blocks_per_stage (`int`, defaults to 2): residual blocks after each stride-2 conv.
+        feature_dim (`int`, defaults to 128): width of the Swin layers (the codebook vector width).
+        swin_num_groups (`int`, defaults to 2): residual Swin groups.
+        swin_depth (`int`, defaults to 6): Swin blocks per group.
+        swin_num_heads (`int`, defaults to 8): attention heads.
+        swin_window_size (`int`, defaults to 8): attention window side, in tokens.
+        mlp_ratio (`float`, defaults to 4.0): Swin MLP width ratio.
+        num_vq_embeddings (`int`, defaults to 512): codebook size K.
+        norm_num_groups (`int`, defaults to 32): GroupNorm groups of the residual blocks.
+
+    The defaults are the official x4 model's sizes.
     """
 
     _supports_gradient_checkpointing = True

@@ -28,12 +28,18 @@ class ITERTokenTransformer(ModelMixin, ConfigMixin):
     r"""Swin transformer over a pair of token maps (shared implementation of φ_e and φ_r).
 
     Parameters:
-        num_vq_embeddings: codebook size K.
-        out_channels: 2 for φ_e (wrong / right), K for φ_r (a distribution over codes).
-        use_mask_token: whether the embedding table has the mask token row K (φ_r).
-        hidden_dim: width (official 256).
-        swin_num_groups / swin_depth / swin_num_heads / swin_window_size / mlp_ratio: the Swin layers
-            (official 4 / 6 / 8 / 8 / 4). Token maps must have sides that are multiples of the window size.
+        num_vq_embeddings (`int`, defaults to 512): codebook size K.
+        out_channels (`int`, defaults to 2): 2 for φ_e (wrong / right), K for φ_r (a distribution over codes).
+        use_mask_token (`bool`, defaults to `False`): whether the embedding table has the mask token row K (φ_r).
+        hidden_dim (`int`, defaults to 256): width.
+        swin_num_groups (`int`, defaults to 4): residual Swin groups.
+        swin_depth (`int`, defaults to 6): Swin blocks per group.
+        swin_num_heads (`int`, defaults to 8): attention heads.
+        swin_window_size (`int`, defaults to 8): attention window side; token maps must have sides that are
+            multiples of it.
+        mlp_ratio (`float`, defaults to 4.0): Swin MLP width ratio.
+
+    The defaults are the official φ_e's sizes.
     """
 
     _supports_gradient_checkpointing = True
@@ -108,7 +114,9 @@ class ITERRefinementTransformer(ITERTokenTransformer):
     r"""φ_r, the refinement (de-masking) network: given S_l (with φ_e's untrusted positions flagged) and the
     current map with hidden positions set to the mask token, logits (B, K, h, w) over the codebook.
 
-    Its own defaults: ``out_channels`` = K (a distribution over the codes) and a mask token; both are required.
+    Parameters: those of :class:`ITERTokenTransformer`, with its own defaults: ``out_channels`` (`int`, defaults
+    to 512) must equal ``num_vq_embeddings`` (a distribution over the codes) and ``use_mask_token`` (`bool`,
+    defaults to `True`) must be set.
     """
 
     @register_to_config

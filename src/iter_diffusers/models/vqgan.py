@@ -25,6 +25,12 @@ class VectorQuantizer(nn.Module):
     The returned loss is taming-transformers' *legacy* VQ loss, ``‖sg(z_q) − z‖² + β‖z_q − sg(z)‖²``, where β
     multiplies the codebook term rather than the commitment term; the official ITER VQGAN was trained with it.
     ``legacy=False`` gives the textbook placement.
+
+    Args:
+        num_embeddings (`int`): codebook size K.
+        embed_dim (`int`): width of every codebook vector.
+        beta (`float`, defaults to 0.25): weight of the second term of the loss.
+        legacy (`bool`, defaults to `True`): the legacy placement of ``beta``.
     """
 
     def __init__(self, num_embeddings: int, embed_dim: int, beta: float = 0.25, legacy: bool = True):
@@ -86,31 +92,41 @@ class _Checkpointable(nn.Module):
         return module(x)
 
 
-class _DownStage(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int, add_downsample: bool,
-                 norm_num_groups: int):
+class _ResnetStage(nn.Module):
+    """One resolution level: residual blocks, then the subclass's optional resampling."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int, norm_num_groups: int):
         super().__init__()
         widths = [in_channels] + [out_channels] * num_layers
         self.resnets = nn.ModuleList(ResnetBlock(a, b, norm_num_groups) for a, b in zip(widths[:-1], widths[1:]))
-        self.downsample = Downsample(out_channels) if add_downsample else None
+
+    def resample(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for resnet in self.resnets:
             x = resnet(x)
+        return self.resample(x)
+
+
+# The resampling's attribute name (downsample / upsample) is part of the saved weights' keys.
+class _DownStage(_ResnetStage):
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int, add_downsample: bool,
+                 norm_num_groups: int):
+        super().__init__(in_channels, out_channels, num_layers, norm_num_groups)
+        self.downsample = Downsample(out_channels) if add_downsample else None
+
+    def resample(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.downsample is None else self.downsample(x)
 
 
-class _UpStage(nn.Module):
+class _UpStage(_ResnetStage):
     def __init__(self, in_channels: int, out_channels: int, num_layers: int, add_upsample: bool,
                  norm_num_groups: int):
-        super().__init__()
-        widths = [in_channels] + [out_channels] * num_layers
-        self.resnets = nn.ModuleList(ResnetBlock(a, b, norm_num_groups) for a, b in zip(widths[:-1], widths[1:]))
+        super().__init__(in_channels, out_channels, num_layers, norm_num_groups)
         self.upsample = Upsample(out_channels) if add_upsample else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for resnet in self.resnets:
-            x = resnet(x)
+    def resample(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.upsample is None else self.upsample(x)
 
 
@@ -178,18 +194,27 @@ class ITERVQModel(ModelMixin, ConfigMixin):
     pixels for ``encode`` and of ``swin_window_size`` tokens for ``decode`` (the Swin windows do not pad).
 
     Parameters:
-        in_channels / out_channels: image channels.
-        base_channels: width of the first level (official ``nf``, 128).
-        channel_multipliers: width multiplier per level; ``len - 1`` ×2 resamplings (official (1, 2, 2, 4) → ×8).
-        layers_per_block: residual blocks per level.
-        latent_channels: width of the latents and of every codebook vector (official 128).
-        num_vq_embeddings: codebook size K (official 512).
-        swin_dim / swin_num_groups / swin_depth / swin_num_heads / swin_window_size: the Swin layers at the lowest
-            resolution of encoder and decoder (official 256 / 1 / 6 / 8 / 8).
-        mlp_ratio: Swin MLP width ratio.
-        commitment_beta / legacy_vq_loss: the VQ loss (training only), see :class:`VectorQuantizer`.
-        norm_num_groups: GroupNorm groups of layers with ≥ 32 channels (official 32). Keep at least 4 channels per
-            group: one-channel groups erase global colour and brightness (see :func:`~.blocks.group_norm`).
+        in_channels (`int`, defaults to 3): channels of the input images.
+        out_channels (`int`, defaults to 3): channels of the decoded images.
+        base_channels (`int`, defaults to 128): width of the first level (official ``nf``).
+        channel_multipliers (`tuple[int, ...]`, defaults to `(1, 2, 2, 4)`): width multiplier per level; ``len - 1``
+            ×2 resamplings (×8 officially).
+        layers_per_block (`int`, defaults to 2): residual blocks per level.
+        latent_channels (`int`, defaults to 128): width of the latents and of every codebook vector.
+        num_vq_embeddings (`int`, defaults to 512): codebook size K.
+        swin_dim (`int`, defaults to 256): width of the Swin layers at the lowest resolution of encoder and decoder.
+        swin_num_groups (`int`, defaults to 1): residual Swin groups there.
+        swin_depth (`int`, defaults to 6): Swin blocks per group.
+        swin_num_heads (`int`, defaults to 8): attention heads.
+        swin_window_size (`int`, defaults to 8): attention window side, in latent pixels.
+        mlp_ratio (`float`, defaults to 4.0): Swin MLP width ratio.
+        commitment_beta (`float`, defaults to 0.25): β of the VQ loss (training only), see :class:`VectorQuantizer`.
+        legacy_vq_loss (`bool`, defaults to `True`): β on the codebook term, as the official VQGAN was trained.
+        norm_num_groups (`int`, defaults to 32): GroupNorm groups of layers with ≥ 32 channels. Keep at least 4
+            channels per group: one-channel groups erase global colour and brightness (see
+            :func:`~.blocks.group_norm`).
+
+    The defaults are the official x4 and x2 models' sizes.
     """
 
     _supports_gradient_checkpointing = True

@@ -10,13 +10,14 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..utils.image_files import image_to_array, to_u8
+
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
 def _from_pil(image: PIL.Image.Image) -> torch.Tensor:
     # Grayscale, palette, CMYK and RGBA become RGB; an alpha channel is dropped (iter-sr upscales it separately).
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1)
+    return torch.from_numpy(image_to_array(image)).permute(2, 0, 1)
 
 
 def _check_range(tensor: torch.Tensor, what: str) -> None:
@@ -118,5 +119,5 @@ def postprocess(images: torch.Tensor, output_type: str):
     if output_type == "np":
         return array
     if output_type == "pil":
-        return [PIL.Image.fromarray((a * 255.0).round().clip(0, 255).astype(np.uint8)) for a in array]
+        return [PIL.Image.fromarray(to_u8(a)) for a in array]
     raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")

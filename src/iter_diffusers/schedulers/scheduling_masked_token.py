@@ -37,9 +37,11 @@ class MaskedTokenSchedulerOutput(BaseOutput):
 
 
 def masking_ratio(r: torch.Tensor, schedule: str) -> torch.Tensor:
-    """γ(r): the fraction of tokens still masked at progress r ∈ [0, 1] (γ(0) = 1).
+    """γ(r): the fraction of tokens still masked at progress r ∈ [0, 1]; every schedule ends at γ(1) = 0.
 
-    ``linear`` 1 − r, ``cosine`` cos(rπ/2), ``powX`` 1 − r^X, ``expX`` (X − 1)/X · (1 − X^(r − 1)), X a number.
+    ``linear`` 1 − r, ``cosine`` cos(rπ/2) and ``powX`` 1 − r^X start from γ(0) = 1. ``expX``,
+    (X − 1)/X · (1 − X^(r − 1)), starts at γ(0) = ((X − 1)/X)², below 1 for X > 1/2 (4/9 for ``exp3``), so its
+    first step already keeps tokens. X is a positive number.
     """
     if schedule == "linear":
         return 1 - r
@@ -79,11 +81,15 @@ class MaskedTokenScheduler(SchedulerMixin, ConfigMixin):
     r"""The sampler of ITER's token refinement (official ``TokenRefine`` in eval mode), one image at a time.
 
     Parameters:
-        masking_schedule: γ, see :func:`masking_ratio` (official inference: ``"linear"``; training: cosine).
-        mask_threshold: α; S_l tokens whose φ_e probability of being right is ≥ α form the initial keep-mask.
-        token_temperature: temperature of φ_r's categorical token sampling.
-        mask_temperature: temperature of φ_e's softmax when drawing the next kept positions.
-        adaptive_start: skip the steps whose schedule keeps fewer tokens than φ_e already trusts.
+        masking_schedule (`str`, defaults to `"linear"`): γ, see :func:`masking_ratio` (official inference:
+            ``"linear"``; training: cosine).
+        mask_threshold (`float`, defaults to 0.7): α; S_l tokens whose φ_e probability of being right is ≥ α form
+            the initial keep-mask.
+        token_temperature (`float`, defaults to 1.0): temperature of φ_r's categorical token sampling.
+        mask_temperature (`float`, defaults to 1.0): temperature of φ_e's softmax when drawing the next kept
+            positions.
+        adaptive_start (`bool`, defaults to `True`): skip the steps whose schedule keeps fewer tokens than φ_e
+            already trusts.
     """
 
     order = 1

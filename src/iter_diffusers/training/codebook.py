@@ -12,7 +12,13 @@ import torch
 
 
 class DeadCodeRestarter:
-    """Watches a :class:`~iter_diffusers.models.vqgan.VectorQuantizer` in training mode and restarts unused codes."""
+    """Watches a :class:`~iter_diffusers.models.vqgan.VectorQuantizer` in training mode and restarts unused codes.
+
+    Args:
+        quantizer (`VectorQuantizer`): the quantizer of the VQGAN being trained (a forward hook records its use).
+        every (`int`): every this many steps, the codes no latent picked since the last restart are restarted.
+        generator (`torch.Generator`, *optional*): draws the latents that replace them.
+    """
 
     def __init__(self, quantizer, every: int, generator: torch.Generator | None = None):
         self.quantizer, self.every, self.generator = quantizer, every, generator

@@ -15,6 +15,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from ..utils.image_files import image_to_array, to_u8
 from .degradations import augment, degrade, paired_random_crop
 
 logger = logging.getLogger(__name__)
@@ -54,13 +55,10 @@ def load_image_dataset(dataset_name=None, dataset_config_name=None, train_data_d
 
 
 def pil_to_array(image) -> np.ndarray:
-    """PIL image of any mode (8 or 16 bit) -> HWC float32 RGB in [0, 1]."""
+    """PIL image of any mode (8 or 16 bit) -> HWC float32 RGB in [0, 1], by the package's one rule."""
     if not isinstance(image, PIL.Image.Image):
         raise TypeError(f"expected a PIL image, got {type(image).__name__}")
-    if image.mode.startswith("I"):  # 16-bit grayscale PNGs open as I;16 or I
-        array = np.asarray(image, dtype=np.float32) / 65535.0
-        return np.repeat(array[..., None], 3, axis=2).clip(0, 1)
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return image_to_array(image)
 
 
 def _ensure_min_side(hq: np.ndarray, min_side: int) -> np.ndarray:
@@ -70,21 +68,25 @@ def _ensure_min_side(hq: np.ndarray, min_side: int) -> np.ndarray:
         return hq
     factor = min_side / min(height, width)
     size = (max(min_side, round(width * factor)), max(min_side, round(height * factor)))
-    image = PIL.Image.fromarray((hq * 255).round().astype(np.uint8)).resize(size, PIL.Image.BICUBIC)
-    return np.asarray(image, dtype=np.float32) / 255.0
+    return image_to_array(PIL.Image.fromarray(to_u8(hq)).resize(size, PIL.Image.BICUBIC))
 
 
 class SRTrainDataset(torch.utils.data.Dataset):
     """Random (HQ, LQ) crops from an HF dataset of images.
 
     Args:
-        dataset: an HF ``datasets.Dataset`` whose ``image_column`` holds images (``lq_image_column`` for pairs).
-        resolution: HQ crop side (a multiple of the scale; LQ crops are resolution / scale).
-        scale: the SR factor s.
-        degradation: a degradation config (or dict) for HQ-only data; ignored for paired data.
-        seed: base seed; call :meth:`set_epoch` every epoch.
-        augment: random flips and 90° rotations.
-        max_bad_fraction: above this fraction of unreadable images the dataset is declared broken.
+        dataset (`datasets.Dataset`): its ``image_column`` holds the images (``lq_image_column`` the LQ ones of
+            paired data).
+        resolution (`int`): HQ crop side (a multiple of the scale; LQ crops are resolution / scale).
+        scale (`int`): the SR factor s.
+        degradation (`BSRGANLightConfig`, `RealESRGANConfig`, `dict` or `None`, defaults to `None`): the LQ
+            synthesis of HQ-only data (`None`: light BSRGAN); ignored for paired data.
+        seed (`int`, defaults to 0): base seed; call :meth:`set_epoch` every epoch.
+        image_column (`str`, defaults to `"image"`): the column of the HQ images.
+        lq_image_column (`str`, *optional*): the column of the LQ images of paired data.
+        augment (`bool`, defaults to `True`): random flips and 90° rotations.
+        max_bad_fraction (`float`, defaults to 0.5): above this fraction of unreadable images the dataset is
+            declared broken.
     """
 
     def __init__(self, dataset, resolution: int, scale: int, degradation=None, seed: int = 0,

@@ -1,4 +1,4 @@
-"""Training objectives of ITER (see ``docs/official-iter.md`` §5).
+"""The loss functions ITER trains with (:mod:`.objectives` combines them per stage).
 
 * :class:`VGG16PerceptualLoss`: perceptual distance on VGG16 features (own implementation of the torchvision/timm
   ``features`` stack, ImageNet weights from the Hub repo ``timm/vgg16.tv_in1k``). ``distance="lpips"`` is the
@@ -7,8 +7,8 @@
   the official code (pyiqa ``lpips`` as a loss), otherwise the uncalibrated LPIPS "baseline" (plain channel sum).
   ``distance="l1"`` is the basicsr-style L1 between raw features.
 * :func:`ssim_loss`: ``1 - SSIM`` per channel on RGB (pyiqa's ``ssimc``).
-* :func:`discriminator_hinge_loss` / :func:`generator_hinge_loss`: the hinge GAN objective of stage I.
-* :class:`UNetDiscriminatorSN`: Real-ESRGAN's U-Net discriminator with spectral norm, as a diffusers model.
+* :func:`discriminator_hinge_loss` / :func:`generator_hinge_loss`: the hinge GAN objective of stage I (the
+  discriminator itself is :class:`iter_diffusers.models.discriminator.UNetDiscriminatorSN`).
 * :func:`class_balanced_cross_entropy`: the evaluator's class-balanced CE (official ``class_balanced_xentropy``).
 * :func:`codebook_loss`: the VQ codebook/commitment loss with the official "legacy" beta placement.
 """
@@ -18,15 +18,15 @@ from __future__ import annotations
 import importlib.util
 import os
 from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, Mapping, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from diffusers import ConfigMixin, ModelMixin
-from diffusers.configuration_utils import register_to_config
 from torch import nn
-from torch.nn.utils import spectral_norm
+
+from ..utils.gaussian import gaussian_kernel_1d
 
 __all__ = [
     "VGG16_HUB_REPO",
@@ -42,7 +42,6 @@ __all__ = [
     "ssim_loss",
     "discriminator_hinge_loss",
     "generator_hinge_loss",
-    "UNetDiscriminatorSN",
     "class_balanced_cross_entropy",
     "codebook_loss",
 ]
@@ -308,12 +307,6 @@ class VGG16PerceptualLoss(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _gaussian_window(size: int, sigma: float, device, dtype) -> torch.Tensor:
-    coords = torch.arange(size, device=device, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    return (g / g.sum()).to(dtype)
-
-
 def ssim(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -334,7 +327,7 @@ def ssim(
         x = x + ((x * 255 / data_range).round() * data_range / 255 - x).detach()
         y = y + ((y * 255 / data_range).round() * data_range / 255 - y).detach()
     size = min(window_size, x.shape[-2], x.shape[-1])
-    g = _gaussian_window(size, sigma, x.device, x.dtype)
+    g = torch.from_numpy(gaussian_kernel_1d(size, sigma)).to(x.device, x.dtype)
     channels = x.shape[1]
     wx = g.view(1, 1, 1, -1).expand(channels, 1, 1, size)
     wy = g.view(1, 1, -1, 1).expand(channels, 1, size, 1)
@@ -362,7 +355,7 @@ def ssim_loss(pred: torch.Tensor, target: torch.Tensor, **kwargs) -> torch.Tenso
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# GAN
+# GAN losses
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -390,60 +383,6 @@ def frozen(module: nn.Module | None):
     finally:
         for parameter, flag in zip(module.parameters(), flags):
             parameter.requires_grad_(flag)
-
-
-class UNetDiscriminatorSN(ModelMixin, ConfigMixin):
-    """Real-ESRGAN's U-Net discriminator with spectral normalisation: a per-pixel realness map ``(B, 1, H, W)``.
-
-    Three stride-2 4x4 convs (64 -> 128 -> 256 -> 512 channels for ``num_feat=64``), three bilinear x2 upsamplings
-    each followed by a 3x3 conv (with additive U-Net skips when ``skip_connection``), two extra 3x3 convs and a
-    1-channel head; LeakyReLU(0.2) everywhere; spectral norm on all convs except the first and the last. Module
-    names (``conv0`` ... ``conv9``, ``weight_orig``/``weight_u``/``weight_v``) follow basicsr, so Real-ESRGAN
-    discriminator checkpoints load directly. H and W must be multiples of 8.
-    """
-
-    @register_to_config
-    def __init__(self, num_in_ch: int = 3, num_feat: int = 64, skip_connection: bool = True):
-        super().__init__()
-        f = num_feat
-
-        def sn_conv(cin: int, cout: int, kernel: int, stride: int) -> nn.Module:
-            return spectral_norm(nn.Conv2d(cin, cout, kernel, stride, 1, bias=False))
-
-        self.conv0 = nn.Conv2d(num_in_ch, f, 3, 1, 1)
-        self.conv1 = sn_conv(f, 2 * f, 4, 2)
-        self.conv2 = sn_conv(2 * f, 4 * f, 4, 2)
-        self.conv3 = sn_conv(4 * f, 8 * f, 4, 2)
-        self.conv4 = sn_conv(8 * f, 4 * f, 3, 1)
-        self.conv5 = sn_conv(4 * f, 2 * f, 3, 1)
-        self.conv6 = sn_conv(2 * f, f, 3, 1)
-        self.conv7 = sn_conv(f, f, 3, 1)
-        self.conv8 = sn_conv(f, f, 3, 1)
-        self.conv9 = nn.Conv2d(f, 1, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] % 8 or x.shape[-1] % 8:
-            raise ValueError(f"UNetDiscriminatorSN needs H and W divisible by 8, got {tuple(x.shape[-2:])}")
-
-        def act(t: torch.Tensor) -> torch.Tensor:
-            return F.leaky_relu(t, 0.2)
-
-        def up(t: torch.Tensor) -> torch.Tensor:
-            return F.interpolate(t, scale_factor=2, mode="bilinear", align_corners=False)
-
-        skip = self.config.skip_connection
-        x0 = act(self.conv0(x))
-        x1 = act(self.conv1(x0))
-        x2 = act(self.conv2(x1))
-        x3 = act(self.conv3(x2))
-        x4 = act(self.conv4(up(x3)))
-        x4 = x4 + x2 if skip else x4
-        x5 = act(self.conv5(up(x4)))
-        x5 = x5 + x1 if skip else x5
-        x6 = act(self.conv6(up(x5)))
-        x6 = x6 + x0 if skip else x6
-        out = act(self.conv8(act(self.conv7(x6))))
-        return self.conv9(out)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""``iter-sr``'s command line: the options, their checks and the help text."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .console import PROG
+from .images import EXT_CHOICES
+from .inputs import IMAGE_EXTENSIONS
+
+DEFAULT_SUFFIX = "_x{scale}"
+DEFAULT_SEED = 123
+DTYPES = ("float32", "float16", "bfloat16")
+
+DESCRIPTION = """\
+Super-resolve images with ITER (Chen et al., AAAI 2024).
+
+Inputs (-i, repeatable): an image file (read whatever its extension), a folder (its image files, not recursive,
+sorted by name, hidden files skipped) or a glob such as "shots/*.jpg" or "data/**/*.png" (quote it; matching
+image files, sorted). Image extensions taken from folders and globs: %s.
+Files are processed in the order given; a file given twice is processed once. Every -i must match something,
+otherwise nothing is done (exit status 2).
+
+Outputs: <output_dir>/<input name without extension><suffix>.<ext>, written atomically (a temporary file in the
+output folder, then renamed), the folder being created if needed. An existing output is skipped with a message
+unless --overwrite is given (a skip is not a failure). An output path that is an input file, or two inputs with
+the same output path, is a usage error and nothing is processed. When the output folder is also an input folder
+(or glob), files there whose name already ends with the suffix are taken to be earlier outputs and are ignored.
+""" % ", ".join(IMAGE_EXTENSIONS)
+
+EPILOG = """\
+Image handling: the EXIF orientation is applied. Grayscale inputs (1, L, I;16, I) go through the model as RGB
+and are saved as grayscale (the BT.601 luma of the result), except as webp, which has no grayscale mode. 16-bit
+grayscale inputs (I;16, I) are read at full precision and saved as 16-bit when --ext is png or tiff (8-bit
+otherwise, with a warning; Pillow reads 16-bit RGB files as 8-bit). Transparent inputs (RGBA, LA, palette or
+grey/RGB with a transparent colour) go through the model as RGB; their alpha channel is upscaled separately
+(PIL bicubic) and re-attached for png, webp and tiff; jpg and bmp cannot hold it, so it is dropped with a
+warning. Palette images are saved as RGB(A), CMYK and other colour spaces as RGB. An embedded ICC profile is
+copied when the output keeps the input's colour model.
+
+Reproducibility: every image gets its own generator, torch.Generator("cpu").manual_seed(--seed), so a result does
+not depend on the order of the inputs, on what else is processed in the run, or on the sharding.
+
+Several processes: under `accelerate launch` with more than one process, process i of n processes files
+i, i+n, i+2n, ... of the full input list on its own device (--device auto), and the main process prints the
+summary of all processes.
+
+Exit status: 0 when every image was written or skipped; 1 when an image failed (each failure is reported as one
+line "iter-sr: error: <file>: <reason>" and the others go on; with several processes, the status of the
+process's own share); 2 on a usage error (bad option, no input matched, model not found or of another scale,
+output conflicts); 130 when interrupted.
+"""
+
+
+def parse_tile(value: str):
+    """``auto`` -> "auto"; ``0`` / ``none`` -> None (never tile); a positive int -> that LQ tile size."""
+    text = value.strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in ("0", "none", "off"):
+        return None
+    try:
+        size = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, 'auto' or 0/'none', got {value!r}") from None
+    if size < 0:
+        raise argparse.ArgumentTypeError(f"the tile size must not be negative, got {size}")
+    return size or None
+
+
+def _int_at_least(minimum: int):
+    """An argparse type: an integer ≥ ``minimum``."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
+
+
+def _unit_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {number}")
+    return number
+
+
+def _quality(value: str) -> int:
+    number = _positive_int(value)
+    if number > 100:
+        raise argparse.ArgumentTypeError(f"must be in [1, 100], got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    io = parser.add_argument_group("inputs and outputs")
+    io.add_argument("-i", "--input", action="append", required=True, metavar="PATH",
+                    help="an image file, a folder of images or a glob; repeat for more")
+    io.add_argument("-o", "--output_dir", required=True, type=Path, help="folder for the results (created)")
+    io.add_argument("--suffix", default=DEFAULT_SUFFIX,
+                    help="added to each output name; {scale} is replaced by the model's scale (default: %(default)s)")
+    io.add_argument("--ext", default="png", choices=EXT_CHOICES,
+                    help="output format; auto = that of the input (png for formats it cannot write) "
+                         "(default: %(default)s)")
+    io.add_argument("--quality", type=_quality, default=95, help="jpg / webp quality (default: %(default)s)")
+    io.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+    io.add_argument("-q", "--quiet", action="store_true",
+                    help="no progress bar, per-file lines or summary; warnings and errors are still printed")
+
+    model = parser.add_argument_group("model and sampling")
+    model.add_argument("--model", default=None,
+                       help="official-x4 or official-x2 (the official weights, downloaded from ITER_RELEASE_URL "
+                            "and converted on first use, then cached), a local ITER_x4.pth / ITER_x2.pth with "
+                            "ITER_swinvqgan.pth next to it, a converted pipeline folder or a Hugging Face Hub id "
+                            "(default: the bundled demo model, iter_diffusers/pretrained/iter-demo-x4)")
+    model.add_argument("--scale", type=int, default=None,
+                       help="expected upscale factor; an error unless it is the model's (optional check)")
+    model.add_argument("--steps", type=_positive_int, default=8, help="refinement steps T (default: %(default)s)")
+    model.add_argument("--alpha", type=_unit_float, default=None,
+                       help="mask threshold alpha of the token evaluator (default: the model's, 0.7 officially)")
+    model.add_argument("--color_fix", default=None, choices=("wavelet", "adain", "none"),
+                       help="colour / low-frequency correction from the input (default: the model's; the bundled "
+                            "model uses wavelet, converted official weights none)")
+    model.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                       help="random seed, the same for every image (default: %(default)s)")
+
+    compute = parser.add_argument_group("computation")
+    compute.add_argument("--tile", type=parse_tile, default="auto", metavar="{auto,0,N}",
+                         help="LQ tile size: N pixels, auto (256-pixel tiles for inputs of at least 720x720 "
+                              "pixels, as the official script) or 0/none to never tile (default: auto)")
+    compute.add_argument("--tile_padding", type=_non_negative_int, default=16,
+                         help="LQ pixels of context around each tile (default: %(default)s)")
+    compute.add_argument("--dtype", default="float32", choices=DTYPES, help="weights' dtype (default: %(default)s)")
+    compute.add_argument("--device", default="auto",
+                         help="torch device; auto = cuda if available, else cpu (under accelerate launch: each "
+                              "process's own device) (default: %(default)s)")
+    return parser
