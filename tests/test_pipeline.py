@@ -61,7 +61,7 @@ def test_save_load_round_trip_bit_exact(pipe, tmp_path, safe):
     assert index["_class_name"] == "ITERPipeline"
     # the components, and the pipeline's own settings (the default colour fix: none for converted weights)
     assert {k: v for k, v in index.items() if not k.startswith("_")} == COMPONENT_ENTRIES | {
-        "color_fix": None, "color_fix_levels": 5}
+        "color_fix": None, "color_fix_levels": 5, "num_inference_steps": 8}
     suffix = "safetensors" if safe else "bin"
     for name in ("vqvae", "encoder", "evaluator", "refiner"):
         assert (tmp_path / name / f"diffusion_pytorch_model.{suffix}").is_file()

@@ -46,13 +46,21 @@ def _config_summary(pipe) -> str:
     vq, enc = pipe.vqvae.config, pipe.encoder.config
     return (
         f"- scale: x{enc.scale_factor}; codebook {vq.num_vq_embeddings} × {vq.latent_channels}\n"
-        f"- defaults: T = 8 steps, α = {sched.mask_threshold}, token / mask temperatures "
-        f"{sched.token_temperature} / {sched.mask_temperature}, `{sched.masking_schedule}` schedule\n"
-        "- input: RGB in [0, 1] of any size (mirror-padded internally, output exactly s·H × s·W); inputs of "
-        "720² pixels and more are processed in blended 256-pixel tiles by default\n"
+        f"- defaults: T = {pipe.config.num_inference_steps} steps, α = {sched.mask_threshold}, token / mask "
+        f"temperatures {sched.token_temperature} / {sched.mask_temperature}, `{sched.masking_schedule}` schedule, "
+        f"colour fix {_color_fix(pipe)}\n"
+        "- input: RGB in [0, 1] of any size (mirror-padded internally, output exactly s·H × s·W); inputs whose run "
+        "would need more than 1 GiB of activations are processed in blended tiles by default\n"
         f"- parameters: VQGAN {_count(pipe.vqvae)}, E_l {_count(pipe.encoder)}, φ_e {_count(pipe.evaluator)}, "
         f"φ_r {_count(pipe.refiner)}"
     )
+
+
+def _color_fix(pipe) -> str:
+    method = pipe.config.color_fix
+    if method == "wavelet":
+        return f"wavelet ({pipe.config.color_fix_levels} level{'s' if pipe.config.color_fix_levels > 1 else ''})"
+    return method or "none"
 
 
 def _count(module) -> str:

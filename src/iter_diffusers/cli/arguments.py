@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the bundled demo model, iter_diffusers/pretrained/iter-demo-x4)")
     model.add_argument("--scale", type=int, default=None,
                        help="expected upscale factor; an error unless it is the model's (optional check)")
-    model.add_argument("--steps", type=_positive_int, default=8, help="refinement steps T (default: %(default)s)")
+    model.add_argument("--steps", type=_positive_int, default=None,
+                       help="refinement steps T (default: the model's; 8 for the official weights)")
     model.add_argument("--alpha", type=_unit_float, default=None,
                        help="mask threshold alpha of the token evaluator (default: the model's, 0.7 officially)")
     model.add_argument("--color_fix", default=None, choices=("wavelet", "adain", "none"),

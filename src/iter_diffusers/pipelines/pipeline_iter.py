@@ -61,6 +61,7 @@ class ITERPipeline(DiffusionPipeline):
             model folder carries its own default: None for the converted official weights (exact parity).
         color_fix_levels (`int`, defaults to 5): wavelet levels; the input's band below about 2^(levels+1)
             output pixels replaces the restoration's.
+        num_inference_steps (`int`, defaults to 8): the default T of ``__call__`` for this model folder (official 8).
     """
 
     model_cpu_offload_seq = "encoder->evaluator->refiner->vqvae"
@@ -75,12 +76,16 @@ class ITERPipeline(DiffusionPipeline):
         scheduler: MaskedTokenScheduler,
         color_fix: str | None = None,
         color_fix_levels: int = 5,
+        num_inference_steps: int = 8,
     ):
         super().__init__()
         _check_components(vqvae, encoder, evaluator, refiner)
         self.register_modules(vqvae=vqvae, encoder=encoder, evaluator=evaluator, refiner=refiner, scheduler=scheduler)
         _check_color_fix(color_fix, color_fix_levels)
-        self.register_to_config(color_fix=color_fix, color_fix_levels=color_fix_levels)
+        if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
+        self.register_to_config(color_fix=color_fix, color_fix_levels=color_fix_levels,
+                                num_inference_steps=num_inference_steps)
 
     @property
     def upscale_factor(self) -> int:
@@ -302,7 +307,7 @@ class ITERPipeline(DiffusionPipeline):
     def __call__(
         self,
         image=None,
-        num_inference_steps: int = 8,
+        num_inference_steps: int | None = None,
         mask_threshold: float | None = None,
         token_temperature: float | None = None,
         mask_temperature: float | None = None,
@@ -325,7 +330,7 @@ class ITERPipeline(DiffusionPipeline):
         Args:
             image: PIL image(s), numpy uint8/uint16/float HW(C) or BHWC, torch float CHW or BCHW in [0, 1], or a
                 list of these, of any sizes. Grayscale is replicated to RGB; an alpha channel is dropped.
-            num_inference_steps: T, refinement steps (official 8).
+            num_inference_steps: T, refinement steps (default: ``pipe.config.num_inference_steps``, official 8).
             mask_threshold: α, φ_e's trust threshold (default: the scheduler's, 0.7).
             token_temperature / mask_temperature: sampling temperatures (default: the scheduler's, 1.0).
             num_images_per_prompt: samples per input image (they differ through the generator).
@@ -352,6 +357,8 @@ class ITERPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
+        if num_inference_steps is None:
+            num_inference_steps = self.config.num_inference_steps
         self.check_inputs(num_inference_steps, output_type, tile_size, tile_padding, latents,
                           return_intermediates, callback_on_step_end_tensor_inputs, num_images_per_prompt,
                           callback_on_step_end, token_temperature, mask_temperature)
