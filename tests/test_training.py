@@ -362,10 +362,34 @@ def test_two_processes_train_the_requested_steps_checkpoint_once_and_resume(conv
         return result
 
     out = tmp_path / "two"
-    launch_two(*common(converted_dir, photos, out, 2))
+    # 4 training photos in batches of 2, one batch per process per epoch: 2 epochs are 2 steps, not 4
+    by_epochs = common(converted_dir, photos, out, 2)
+    by_epochs[by_epochs.index("--max_train_steps"):by_epochs.index("--max_train_steps") + 2] = ["--num_train_epochs", 2]
+    launch_two(*by_epochs)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert json.loads((out / "training_summary.json").read_text())["steps"] == 2
     result = launch_two(*common(converted_dir, photos, out, 3), "--resume_from_checkpoint", "latest")
     assert "resuming from" in result.stdout + result.stderr
     assert json.loads((out / "training_summary.json").read_text())["steps"] == 3
     ITERPipeline.from_pretrained(out)  # one complete pipeline, written once
+
+
+def test_no_secret_is_written_and_odd_checkpoint_folders_are_ignored(converted_dir, photos, tmp_path):
+    """--hub_token reaches no tracker, log, card or checkpoint; a stray ``checkpoint-foo`` folder does not break
+    listing, pruning or ``--resume_from_checkpoint latest``."""
+    secret = "hf_notarealtoken0123456789"
+    out = tmp_path / "run"
+    args = common(converted_dir, photos, out, 1)
+    args[args.index("--report_to") + 1] = "tensorboard"
+    args[args.index("--checkpointing_steps") + 1] = 1
+    launch("--stage", "lq", *args, "--hub_token", secret)
+    (out / "checkpoint-foo").mkdir()
+    args[args.index("--max_train_steps") + 1] = 2
+    result = launch("--stage", "lq", *args, "--hub_token", secret, "--resume_from_checkpoint", "latest",
+                    "--checkpoints_total_limit", 1)
+    assert "resuming from" in result.stdout + result.stderr
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-foo"]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any("tfevents" in p.name for p in files)  # the tracker did write
+    assert not [p for p in files if secret.encode() in p.read_bytes()]
+    assert secret not in result.stdout + result.stderr
