@@ -16,8 +16,9 @@ from diffusers.callbacks import PipelineCallback
 
 from conftest import seeded
 from iter_diffusers import ITERPipeline, ITERPipelineOutput
-from iter_diffusers.pipelines import pipeline_iter
-from iter_diffusers.pipelines.pipeline_iter import _overlap_ramp, _RunResult
+from iter_diffusers.pipelines import pipeline_iter, tiling
+from iter_diffusers.pipelines.pipeline_iter import _RunResult
+from iter_diffusers.pipelines.tiling import overlap_ramp as _overlap_ramp
 
 S = 4  # the fixture's scale factor
 STEPS = 4  # enough for steps to execute on the 16x16 inputs (φ_e trusts ~40% of S_l)
@@ -594,7 +595,7 @@ def test_auto_tiling(pipe, monkeypatch):
     # (with a stand-in model: no real compute)
     monkeypatch.setattr(ITERPipeline, "_run", _nearest_run)
     per_pixel = pipe.activation_bytes_per_pixel()
-    monkeypatch.setattr(pipeline_iter, "AUTO_TILE_BUDGET", 64 * 64 * per_pixel)
+    monkeypatch.setattr(tiling, "AUTO_TILE_BUDGET", 64 * 64 * per_pixel)
     big = torch.rand(1, 3, 60, 70, generator=torch.Generator().manual_seed(0))
     out = run(pipe, big, steps=1, tile_padding=4)
     shape = pipe.auto_tile_shape(60, 70, 4)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -14,13 +12,11 @@ from diffusers.utils import BaseOutput
 
 from ..models import ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITERTokenEvaluator, ITERVQModel
 from ..schedulers import MaskedTokenScheduler
-from .color_fix import COLOR_FIXES, apply_color_fix
+from . import tiling
+from .checks import check_color_fix, check_components
+from .color_fix import apply_color_fix
 from .image_io import OUTPUT_TYPES, mirror_pad, postprocess, to_image_tensors
 
-#: ``tile_size="auto"`` keeps one tile's estimated activation memory under this many bytes (and under a quarter of
-#: the free memory of the device). 1 GiB holds a whole 800×600 input of the paper-size model on a GPU, and keeps the
-#: bundled model under 2 GB of peak RSS on any input on a CPU.
-AUTO_TILE_BUDGET = 1 << 30
 
 
 @dataclass
@@ -45,6 +41,15 @@ class _RunResult:
     tokens: torch.Tensor  # (B, h, w) final token ids of the padded input
     step_tokens: list[torch.Tensor] | None = None
     step_masks: list[torch.Tensor] | None = None
+
+    def select(self, j: int) -> "_RunResult":
+        """Image ``j`` of a batched run, as a run of its own."""
+        return _RunResult(
+            self.images[j : j + 1],
+            self.tokens[j : j + 1],
+            None if self.step_tokens is None else [s[j : j + 1] for s in self.step_tokens],
+            None if self.step_masks is None else [m[j] for m in self.step_masks],
+        )
 
 
 class ITERPipeline(DiffusionPipeline):
@@ -79,9 +84,9 @@ class ITERPipeline(DiffusionPipeline):
         num_inference_steps: int = 8,
     ):
         super().__init__()
-        _check_components(vqvae, encoder, evaluator, refiner)
+        check_components(vqvae, encoder, evaluator, refiner)
         self.register_modules(vqvae=vqvae, encoder=encoder, evaluator=evaluator, refiner=refiner, scheduler=scheduler)
-        _check_color_fix(color_fix, color_fix_levels)
+        check_color_fix(color_fix, color_fix_levels)
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) or num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
         self.register_to_config(color_fix=color_fix, color_fix_levels=color_fix_levels,
@@ -169,34 +174,17 @@ class ITERPipeline(DiffusionPipeline):
 
     def auto_tile_shape(self, height: int, width: int, tile_padding: int) -> tuple[int, int] | None:
         """``tile_size="auto"``: None when the whole (padded) input fits the memory budget, else the tile shape
-        (LQ pixels) of the fewest equal tiles whose padded runs fit it."""
-        budget = min(AUTO_TILE_BUDGET, _free_memory(self._execution_device) // 4)
+        (LQ pixels) of the fewest equal tiles whose padded runs fit it (see :mod:`.tiling`)."""
+        budget = min(tiling.AUTO_TILE_BUDGET, tiling.free_memory(self._execution_device) // 4)
         max_pixels = max(budget // self.activation_bytes_per_pixel(), 64 * 64)
-
-        def run_pixels(tile_h: int, tile_w: int, pad: int) -> int:
-            run_h, run_w = self.padded_size(min(tile_h + 2 * pad, height), min(tile_w + 2 * pad, width))
-            return run_h * run_w
-
-        if run_pixels(height, width, 0) <= max_pixels:
+        run_h, run_w = self.padded_size(height, width)
+        if run_h * run_w <= max_pixels:
             return None
-        best = None  # (tile count, pixels per run, shape)
-        for rows in range(1, height + 1):
-            if best is not None and rows > best[0]:
-                break
-            tile_h = math.ceil(height / rows)
-            if run_pixels(tile_h, 1, tile_padding) > max_pixels:
-                continue
-            low, high = 1, width  # fewest columns that fit: the run size shrinks as columns are added
-            while low < high:
-                middle = (low + high) // 2
-                low, high = (low, middle) if run_pixels(tile_h, math.ceil(width / middle), tile_padding) <= max_pixels \
-                    else (middle + 1, high)
-            shape = (tile_h, math.ceil(width / low))
-            best = min(best or (math.inf,), (rows * low, run_pixels(*shape, tile_padding), shape))
-        if best is None:  # the padding alone exceeds the budget: the smallest useful tiles
+        shape = tiling.fewest_equal_tiles(height, width, tile_padding, max_pixels, self.padded_size)
+        if shape is None:  # the padding alone exceeds the budget: the smallest useful tiles
             side = self.encoder.pad_multiple
             return min(side, height), min(side, width)
-        return best[2]
+        return shape
 
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
         """The official padding: up to the next multiple of the token window, always at least one pixel
@@ -273,34 +261,49 @@ class ITERPipeline(DiffusionPipeline):
         images = apply_color_fix(images, lq, *color_fix)
         return _RunResult(images, tokens, step_tokens or None, step_masks or None)
 
-    def _run_tiled(self, lq, generator, tile_shape, tile_padding, tile_blending, run_kwargs) -> torch.Tensor:
-        """Restore one image (1, 3, H, W) tile by tile (Real-ESRGAN's scheme, the official ``test_tile``).
-
-        Tiles are visited row by row and share the image's generator in that order. Without blending the centre
-        of each tile is pasted (the official behaviour); with blending each tile contributes its padded area with
-        weights that ramp linearly across the 2·tile_padding overlap, so no seam shows.
-        """
-        s = self.upscale_factor
-        _, _, height, width = lq.shape
-        tile_h, tile_w = tile_shape
-        out = torch.zeros(1, 3, height * s, width * s)
-        weight = torch.zeros(1, 1, height * s, width * s)
-        for y0 in range(0, height, tile_h):
-            for x0 in range(0, width, tile_w):
-                y1, x1 = min(y0 + tile_h, height), min(x0 + tile_w, width)
-                py0, px0 = max(y0 - tile_padding, 0), max(x0 - tile_padding, 0)
-                py1, px1 = min(y1 + tile_padding, height), min(x1 + tile_padding, width)
-                tile = self._run(lq[:, :, py0:py1, px0:px1], [generator], **run_kwargs).images.cpu()
-                if not tile_blending:
-                    core = tile[:, :, (y0 - py0) * s : (y1 - py0) * s, (x0 - px0) * s : (x1 - px0) * s]
-                    out[:, :, y0 * s : y1 * s, x0 * s : x1 * s] = core
+    def _run_groups(self, images, generators, groups, tile_for, tile_padding, tile_blending, run_kwargs) -> list:
+        """Every image's :class:`_RunResult`: tiled images one by one, same-size untiled ones as batches."""
+        steps = run_kwargs["num_inference_steps"]
+        total = sum(steps * (tiling.num_tiles(images[m[0]], tile_for[m[0]]) if key[0] == "tile" else 1)
+                    for key, m in groups.items())
+        results: list = [None] * len(images)
+        with self.progress_bar(total=total) as progress_bar:
+            run_kwargs = dict(run_kwargs, progress_bar=progress_bar)
+            for key, members in groups.items():
+                if key[0] == "tile":
+                    n = members[0]
+                    sr = self._run_tiled(images[n][None], generators[n], tile_for[n], tile_padding,
+                                         tile_blending, run_kwargs)
+                    results[n] = _RunResult(images=sr, tokens=None)
                     continue
-                ramp_y = _overlap_ramp(py0, py1, y0, y1, height, tile_padding, s)
-                ramp_x = _overlap_ramp(px0, px1, x0, x1, width, tile_padding, s)
-                w = ramp_y[:, None] * ramp_x[None, :]
-                out[:, :, py0 * s : py1 * s, px0 * s : px1 * s] += tile * w
-                weight[:, :, py0 * s : py1 * s, px0 * s : px1 * s] += w
-        return out if not tile_blending else out / weight.clamp(min=1e-12)
+                run = self._run(torch.stack([images[n] for n in members]), [generators[n] for n in members],
+                                **run_kwargs)
+                for j, n in enumerate(members):
+                    results[n] = run.select(j)
+        return results
+
+    def _tile_shapes(self, images, tile_size, tile_padding, return_intermediates, latents, output_type) -> dict:
+        """Each image's tile shape (None: untiled), refusing what tiling cannot give."""
+        tile_for = {}
+        for n, x in enumerate(images):
+            if tile_size == "auto":
+                tile_for[n] = self.auto_tile_shape(*x.shape[1:], tile_padding)
+            else:
+                tile_for[n] = None if tile_size is None else (tile_size, tile_size)
+        tiled = any(v is not None for v in tile_for.values())
+        if (return_intermediates or latents is not None) and tiled:
+            raise ValueError("return_intermediates and latents are not supported with tiling; pass tile_size=None")
+        if output_type == "latent" and tiled:
+            raise ValueError('output_type="latent" is not available for tiled inference; pass tile_size=None')
+        return tile_for
+
+    def _run_tiled(self, lq, generator, tile_shape, tile_padding, tile_blending, run_kwargs) -> torch.Tensor:
+        """Restore one image (1, 3, H, W) tile by tile (the official ``test_tile``; see :func:`.tiling.run_tiled`).
+        The tiles share the image's generator, in row-by-row order."""
+        def restore(tile: torch.Tensor) -> torch.Tensor:
+            return self._run(tile, [generator], **run_kwargs).images.cpu()
+
+        return tiling.run_tiled(lq, restore, self.upscale_factor, tile_shape, tile_padding, tile_blending)
 
     # ------------------------------------------------------------------ entry point
     @torch.no_grad()
@@ -366,29 +369,15 @@ class ITERPipeline(DiffusionPipeline):
             raise ValueError("image is required")
         color_fix = self.config.color_fix if color_fix is None else (None if color_fix == "none" else color_fix)
         color_fix_levels = self.config.color_fix_levels if color_fix_levels is None else color_fix_levels
-        _check_color_fix(color_fix, color_fix_levels)
+        check_color_fix(color_fix, color_fix_levels)
         inputs = to_image_tensors(image)
         images = [x for x in inputs for _ in range(num_images_per_prompt)]
         generators = self._per_image_generators(generator, len(images))
         self._interrupt = False
         self._num_timesteps = num_inference_steps
 
-        tile_for = {}
-        for n, x in enumerate(images):
-            if tile_size == "auto":
-                tile_for[n] = self.auto_tile_shape(*x.shape[1:], tile_padding)
-            else:
-                tile_for[n] = None if tile_size is None else (tile_size, tile_size)
-        if (return_intermediates or latents is not None) and any(v is not None for v in tile_for.values()):
-            raise ValueError("return_intermediates and latents are not supported with tiling; pass tile_size=None")
-        if output_type == "latent" and any(v is not None for v in tile_for.values()):
-            raise ValueError('output_type="latent" is not available for tiled inference; pass tile_size=None')
-
-        # Same-size untiled images run together; every rule is per image, so grouping never changes results.
-        groups: dict[tuple, list[int]] = {}
-        for n, x in enumerate(images):
-            key = ("tile", n) if tile_for[n] is not None else ("batch", tuple(x.shape))
-            groups.setdefault(key, []).append(n)
+        tile_for = self._tile_shapes(images, tile_size, tile_padding, return_intermediates, latents, output_type)
+        groups = _group_runs(images, tile_for)
         if latents is not None:
             if len(groups) != 1:
                 raise ValueError("latents can only be given for a batch of same-size images")
@@ -405,30 +394,7 @@ class ITERPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             color_fix=(color_fix, color_fix_levels),
         )
-        total_steps = sum(
-            num_inference_steps * (_num_tiles(images[m[0]], tile_for[m[0]]) if key[0] == "tile" else 1)
-            for key, m in groups.items()
-        )
-        results: list = [None] * len(images)
-        with self.progress_bar(total=total_steps) as progress_bar:
-            run_kwargs["progress_bar"] = progress_bar
-            for key, members in groups.items():
-                if key[0] == "tile":
-                    n = members[0]
-                    sr = self._run_tiled(images[n][None], generators[n], tile_for[n], tile_padding,
-                                         tile_blending, run_kwargs)
-                    results[n] = _RunResult(images=sr, tokens=None)
-                    continue
-                run = self._run(torch.stack([images[n] for n in members]), [generators[n] for n in members],
-                                **run_kwargs)
-                for j, n in enumerate(members):
-                    results[n] = _RunResult(
-                        run.images[j : j + 1],
-                        run.tokens[j : j + 1],
-                        None if run.step_tokens is None else [s[j : j + 1] for s in run.step_tokens],
-                        None if run.step_masks is None else [m[j] for m in run.step_masks],
-                    )
-
+        results = self._run_groups(images, generators, groups, tile_for, tile_padding, tile_blending, run_kwargs)
         output = self._format(results, output_type, return_intermediates, images, (color_fix, color_fix_levels))
         self.maybe_free_model_hooks()
         if not return_dict:
@@ -474,68 +440,15 @@ class ITERPipeline(DiffusionPipeline):
         return (images, step_images, step_masks)
 
 
-def _check_components(vqvae, encoder, evaluator, refiner) -> None:
-    """Refuse components that cannot work together, naming the two that disagree."""
-    agreements = [
-        ("codebook size K", "num_vq_embeddings", [("vqvae", vqvae), ("encoder", encoder), ("evaluator", evaluator),
-                                                  ("refiner", refiner)]),
-        ("Swin window (tokens)", "swin_window_size", [("encoder", encoder), ("evaluator", evaluator),
-                                                      ("refiner", refiner), ("vqvae", vqvae)]),
-    ]
-    for what, key, named in agreements:
-        (first_name, first), *others = named
-        for name, component in others:
-            if component.config[key] != first.config[key]:
-                raise ValueError(f"{what} differs: {first_name}.{key} = {first.config[key]} but {name}.{key} = "
-                                 f"{component.config[key]}")
-    if encoder.config.vq_scale_factor != vqvae.scale_factor:
-        raise ValueError(f"pixels per token differ: encoder.vq_scale_factor = {encoder.config.vq_scale_factor} but "
-                         f"the vqvae downsamples by {vqvae.scale_factor} (2^(len(channel_multipliers) - 1))")
-    if evaluator.config.out_channels != 2:
-        raise ValueError(f"the evaluator scores (wrong, right): out_channels must be 2, got {evaluator.config.out_channels}")
-    if refiner.mask_token_id is None or refiner.config.out_channels != refiner.config.num_vq_embeddings:
-        raise ValueError(f"the refiner needs a mask token and out_channels = K = {refiner.config.num_vq_embeddings}, "
-                         f"got use_mask_token={refiner.config.use_mask_token}, out_channels={refiner.config.out_channels}")
+def _group_runs(images: list[torch.Tensor], tile_for: dict) -> dict[tuple, list[int]]:
+    """Same-size untiled images run together; every rule is per image, so grouping never changes results."""
+    groups: dict[tuple, list[int]] = {}
+    for n, x in enumerate(images):
+        key = ("tile", n) if tile_for[n] is not None else ("batch", tuple(x.shape))
+        groups.setdefault(key, []).append(n)
+    return groups
 
 
 def _select(generators: list, which: torch.Tensor) -> list:
     """The generators of the images flagged in the boolean (B,) CPU tensor ``which``."""
     return [generators[b] for b in which.nonzero().flatten().tolist()]
-
-
-def _check_color_fix(method, levels) -> None:
-    if method is not None and method not in COLOR_FIXES:
-        raise ValueError(f"color_fix must be one of {COLOR_FIXES}, 'none' or None, got {method!r}")
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"color_fix_levels must be a positive int, got {levels!r}")
-
-
-def _num_tiles(image: torch.Tensor, tile_shape: tuple[int, int]) -> int:
-    return math.ceil(image.shape[1] / tile_shape[0]) * math.ceil(image.shape[2] / tile_shape[1])
-
-
-def _free_memory(device: torch.device) -> int:
-    """Bytes free on ``device``: the GPU's own memory for CUDA, the host's available memory otherwise."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not POSIX: rely on the budget alone
-        return AUTO_TILE_BUDGET * 4
-
-
-def _overlap_ramp(p0: int, p1: int, c0: int, c1: int, size: int, pad: int, scale: int) -> torch.Tensor:
-    """Blend weights along one axis for a tile with core [c0, c1) and padded extent [p0, p1) (LQ pixels).
-
-    Across each interior core boundary b the weight ramps linearly over [b − pad, b + pad), so that the two
-    tiles meeting there sum to one; it is 1 elsewhere. Returned at output resolution.
-    """
-    u = (torch.arange(p0 * scale, p1 * scale, dtype=torch.float32) + 0.5) / scale  # output pixel centres, LQ units
-    w = torch.ones_like(u)
-    if pad == 0:
-        return w
-    if c0 > 0:
-        w = torch.minimum(w, ((u - (c0 - pad)) / (2 * pad)).clamp(0, 1))
-    if c1 < size:
-        w = torch.minimum(w, (((c1 + pad) - u) / (2 * pad)).clamp(0, 1))
-    return w
