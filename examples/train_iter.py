@@ -50,6 +50,7 @@ from iter_diffusers.model_card import trained_model_card
 from iter_diffusers.models.discriminator import UNetDiscriminatorSN
 from iter_diffusers.training.codebook import DeadCodeRestarter
 from iter_diffusers.training.data import DatasetError, SRTrainDataset, collate, load_image_dataset
+from iter_diffusers.utils.devices import has_accelerator
 from iter_diffusers.training.degradations import BSRGANLightConfig, RealESRGANConfig, degradation_config_from_dict
 from iter_diffusers.training.losses import (
     VGG16PerceptualLoss,
@@ -464,6 +465,7 @@ def make_accelerator(args) -> Accelerator:
     """The accelerator, with logging, the seed, the output folder and TF32 set up."""
     logging_dir = Path(args.output_dir, args.logging_dir)
     accelerator = Accelerator(
+        cpu=not has_accelerator(),  # several CPU processes cooperate (share data, one writer) only with cpu=True
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,

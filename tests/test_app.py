@@ -191,8 +191,9 @@ def test_restore_gives_one_view_per_executed_step(demo_model, lq_32, alpha):
     assert kept == sorted(kept)  # each step keeps more
     for step in restoration.steps:
         assert step.image.size == step.mask.size == (128, 128)
-        assert step.num_tokens == 32 * 32  # the bundled model has one token per LQ pixel
-        assert np.count_nonzero(np.asarray(step.mask)) == step.kept_tokens * 4 * 4
+        per_token = demo_model.pipe.encoder.pixels_per_token  # LQ pixels per token side (the bundled model: 2)
+        assert step.num_tokens == (32 // per_token) ** 2
+        assert np.count_nonzero(np.asarray(step.mask)) == step.kept_tokens * (4 * per_token) ** 2
     assert [done for done, _, _ in reports] == [1, 2, 3, 4] and {total for _, total, _ in reports} == {4}
 
 

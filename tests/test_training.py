@@ -352,13 +352,14 @@ def test_bf16_training_runs_on_cpu(converted_dir, photos, tmp_path):
 
 
 def test_two_processes_train_the_requested_steps_checkpoint_once_and_resume(converted_dir, photos, tmp_path):
-    """accelerate launch --num_processes 2 on the CPU: the data is sharded, the step count is what was asked,
-    only the main process writes, and the run resumes from its checkpoint."""
+    """Two CPU processes (torchrun: ``accelerate launch --cpu --num_processes 2`` starts a single process): the
+    data is sharded, the step count is what was asked, only the main process writes, and the run resumes."""
     def launch_two(*args):
-        command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                   "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT), "--stage", "lq", *map(str, args)]
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(SCRIPT),
+                   "--stage", "lq", *map(str, args)]
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
+        assert "DistributedType.MULTI_CPU" in result.stderr and "Num processes: 2" in result.stderr
         return result
 
     out = tmp_path / "two"

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import iter_diffusers
 
+from ..utils.devices import has_accelerator
 from .arguments import build_parser
 from .console import PROG, Console, ImageError, UsageError, one_line
 from .images import LoadedImage, atomic_save, compose_output, load_image  # noqa: F401  (LoadedImage: app/ui.py)
@@ -57,15 +58,6 @@ class Processes:
         return gather_object([value])
 
 
-def _has_accelerator() -> bool:
-    import torch
-
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is not None and hasattr(accelerator, "is_available"):
-        return bool(accelerator.is_available())
-    return torch.cuda.is_available()
-
-
 def detect_processes(device: str = "auto") -> Processes:
     """Several processes only under a launcher that sets WORLD_SIZE > 1 (accelerate launch, torchrun)."""
     try:
@@ -79,7 +71,7 @@ def detect_processes(device: str = "auto") -> Processes:
     except ImportError:
         raise UsageError("running as several processes needs accelerate (pip install accelerate)") from None
     # Without cpu=True, accelerate sets up CPU-only processes as independent single processes.
-    state = PartialState(cpu=device == "cpu" or not _has_accelerator())
+    state = PartialState(cpu=device == "cpu" or not has_accelerator())
     return Processes(state.process_index, state.num_processes, state)
 
 
