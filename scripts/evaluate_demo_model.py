@@ -26,6 +26,7 @@ from iter_diffusers import ITERPipeline
 from iter_diffusers.cli.upscale import DEFAULT_MODEL
 from iter_diffusers.evaluation import calculate_niqe
 from iter_diffusers.evaluation.sr_benchmark import bicubic, list_images, load_hq, make_pair, score, to_u8
+from iter_diffusers.utils.image_files import image_to_array, open_image
 
 METRICS = ("psnr", "ssim", "color_error", "local_color_error", "niqe")
 
@@ -100,6 +101,11 @@ def main():
     args = parser.parse_args()
 
     sets = parse_named(args.set, "--set")
+    try:  # every folder must hold images: a clear error now rather than half an evaluation
+        for folder in [*sets.values(), *([args.realworld_dir] if args.realworld_dir else [])]:
+            list_images(folder)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
     variants = {"iter": {}} | {k: json.loads(v) for k, v in parse_named(args.variant, "--variant").items()}
     pipe = ITERPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
@@ -137,7 +143,7 @@ def main():
     if args.realworld_dir:
         rows = []
         for path in list_images(args.realworld_dir):
-            lq = np.asarray(PIL.Image.open(path).convert("RGB"))
+            lq = to_u8(image_to_array(open_image(path)))
             row = {"image": path.name, "bicubic_niqe": calculate_niqe(bicubic(lq, scale), crop_border=scale)}
             for name, settings in variants.items():
                 row[f"{name}_niqe"] = calculate_niqe(restore(pipe, lq, settings), crop_border=scale)

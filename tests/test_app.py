@@ -350,11 +350,12 @@ def test_page_upscales_an_upload_in_chromium(browser, app_url, demo_model, lq_32
     with urllib.request.urlopen(link, timeout=30) as response:
         assert PIL.Image.open(response).size == (128, 128)
 
-    with refiner_calls(demo_model.pipe) as calls:  # the page's defaults: 8 steps, the model's α
-        demo_model.pipe(read_upload(lq_32).rgb, num_inference_steps=8, tile_size=None)
+    steps = demo_model.pipe.config.num_inference_steps
+    with refiner_calls(demo_model.pipe) as calls:  # the page's defaults: the model's T and α
+        demo_model.pipe(read_upload(lq_32).rgb, num_inference_steps=steps, tile_size=None)
     gallery = browser.find_elements("css selector", "#steps img[alt^='Step ']")
     assert len(gallery) == len(calls)
-    assert f"{len(calls)} of 8 refinement steps ran" in _text(browser, "summary")
+    assert f"{len(calls)} of {steps} refinement steps ran" in _text(browser, "summary")
 
     assert _external_requests(browser, app_url.split("//", 1)[1]) == []  # works offline
 

@@ -171,5 +171,7 @@ def _digests(files: list[Path]) -> dict[str, str]:
 def _convert_once(files: list[Path], digests: dict[str, str], folder: Path, url: str | None) -> Path:
     """``folder`` if its card records ``digests``; otherwise convert ``files`` into it (replacing it) first."""
     if recorded_source_files(folder) != digests:
+        if folder.is_dir() and not (folder / "model_index.json").is_file():  # a broken cache entry of ours
+            shutil.rmtree(folder)
         convert_and_save(*files, folder, overwrite=True, release_url=url)
     return folder

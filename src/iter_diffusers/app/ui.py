@@ -176,7 +176,7 @@ def _settings_controls(model: LoadedModel) -> list[gr.Component]:
     defaults = model.pipe.scheduler.config
     with gr.Accordion("Settings", open=False):
         return [
-            gr.Slider(1, 16, value=8, step=1, label="Refinement steps T"),
+            gr.Slider(1, 16, value=model.pipe.config.num_inference_steps, step=1, label="Refinement steps T"),
             gr.Slider(0.0, 1.0, value=defaults.mask_threshold, step=0.01,
                       label="α: φ_e's trust threshold (tokens with p ≥ α are kept)"),
             gr.Slider(0.05, 3.0, value=defaults.token_temperature, step=0.05,

@@ -22,12 +22,17 @@ import PIL.ImageFilter
 from ..utils.image_files import image_to_array, open_image, to_u8
 from .metrics import calculate_color_error, calculate_psnr, calculate_ssim
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 CHAINS = ("bsrgan_light", "heldout")
 
 
 def list_images(folder: str | Path) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files of ``folder`` (no hidden files such as macOS ``._`` sidecars, no sub-folders)."""
+    paths = sorted(p for p in Path(folder).iterdir()
+                   if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return paths
 
 
 def load_hq(path: str | Path, max_side: int, scale: int) -> np.ndarray:

@@ -31,6 +31,6 @@ def check_components(vqvae, encoder, evaluator, refiner) -> None:
 
 def check_color_fix(method, levels) -> None:
     if method is not None and method not in COLOR_FIXES:
-        raise ValueError(f"color_fix must be one of {COLOR_FIXES}, 'none' or None, got {method!r}")
+        raise ValueError(f"color_fix must be one of {COLOR_FIXES} or None ('none' in a call), got {method!r}")
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
         raise ValueError(f"color_fix_levels must be a positive int, got {levels!r}")
