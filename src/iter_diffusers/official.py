@@ -173,5 +173,5 @@ def _convert_once(files: list[Path], digests: dict[str, str], folder: Path, url:
     if recorded_source_files(folder) != digests:
         if folder.is_dir() and not (folder / "model_index.json").is_file():  # a broken cache entry of ours
             shutil.rmtree(folder)
-        convert_and_save(*files, folder, overwrite=True, release_url=url)
+        convert_and_save(*files, folder, overwrite=True, release_url=url, sources=digests)
     return folder

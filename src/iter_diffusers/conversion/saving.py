@@ -69,12 +69,14 @@ def convert_and_save(
     overwrite: bool = False,
     hub_model_id: str | None = None,
     release_url: str | None = None,
+    sources: dict[str, str] | None = None,
 ) -> Path:
     """Convert the official files and write a complete pipeline folder with a model card, atomically.
 
     The folder always holds fp32 safetensors; ``dtype="float16"``/``"bfloat16"`` adds the ``fp16``/``bf16``
     variant (load it with ``variant="fp16", dtype=torch.float16``). The card records the SHA-256 of both files and
-    ``release_url``, where they were downloaded from (None: local files). Nothing is left on disk if anything fails.
+    ``release_url``, where they were downloaded from (None: local files); ``sources`` ({file name: SHA-256}) saves
+    hashing the files again when the caller has. Nothing is left on disk if anything fails.
     """
     import shutil
     import tempfile
@@ -86,7 +88,8 @@ def convert_and_save(
         raise ConversionError(f"dtype must be float32, float16 or bfloat16, got {dtype!r}")
     check_replaceable(output_dir, overwrite)
     pipe = convert_official_checkpoints(vqgan_checkpoint, iter_checkpoint)
-    sources = {Path(p).name: sha256_file(p) for p in (vqgan_checkpoint, iter_checkpoint)}
+    if sources is None:  # callers that hashed the files already pass their digests: no second read
+        sources = {Path(p).name: sha256_file(p) for p in (vqgan_checkpoint, iter_checkpoint)}
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
