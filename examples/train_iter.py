@@ -152,6 +152,9 @@ def _add_loss_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--encoder_pixel_loss", action="store_true",
                        help="fix: let E_l's L1 + perceptual loss reach it through the straight-through decode "
                             "(the official .long() cuts it; E_l then learns from the token CE only)")
+    group.add_argument("--encoder_embedding_weight", type=float, default=0.0,
+                       help="addition: weight of the squared distance between E_l's softmax-expected code vector "
+                            "and the true one, so near-miss codes are preferred (not in the official recipe). 0: off")
     group.add_argument("--codebook_beta", type=float, default=None, help="vqgan stage: override the VQ β (0.25)")
     group.add_argument("--codebook_restart_steps", type=int, default=0,
                        help="vqgan stage: every N steps, restart codes unused since the last restart with batch "
@@ -429,7 +432,7 @@ def generator_step(run: TrainingRun, hq: torch.Tensor, lq: torch.Tensor, global_
                 run.components["vqvae"], *(run.trained.get(n, run.components[n]) for n in LQ_COMPONENTS),
                 run.components["scheduler"], lq, hq, train=tuple(run.trained), perceptual=run.perceptual,
                 perceptual_weight=args.perceptual_weight, encoder_pixel_loss=args.encoder_pixel_loss,
-                pixel_weight=args.l1_weight, decode_refined=gan_on)
+                pixel_weight=args.l1_weight, embedding_weight=args.encoder_embedding_weight, decode_refined=gan_on)
             if gan_on and fake is not None:  # no image when φ_r is not trained
                 terms["gan_g"] = args.gan_weight * generator_hinge_loss(discriminator(fake))
                 loss = loss + terms["gan_g"]
@@ -695,6 +698,7 @@ def losses_summary(args, commitment_beta: float) -> str:
         weighted = [("token CE (E_l)", 1), ("refinement CE (φ_r)", 1), ("class-balanced CE + mask CE (φ_e)", 1),
                     ("perceptual through the decoder", args.perceptual_weight),
                     ("E_l pixel L1", args.l1_weight if args.encoder_pixel_loss else 0),
+                    ("E_l expected-embedding distance", args.encoder_embedding_weight),
                     ("hinge GAN", args.gan_weight if args.lq_gan else 0)]
     return ", ".join(name if weight == 1 else f"{name} × {weight}" for name, weight in weighted if weight)
 

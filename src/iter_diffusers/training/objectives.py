@@ -12,6 +12,8 @@ Two official behaviours are reproduced by default and can be switched off (see t
   reach it through the straight-through estimator.
 * the perceptual loss is averaged over ``cat[E_l output, φ_r output]``; only the φ_r half has a gradient, so
   φ_r's perceptual term carries weight ½ (``perceptual_weight / 2``) unless ``encoder_pixel_loss`` is on.
+
+One addition, off by default: ``embedding_weight > 0`` adds :func:`expected_embedding_loss` for E_l.
 """
 
 from __future__ import annotations
@@ -33,9 +35,22 @@ def straight_through_decode(vqvae, logits: torch.Tensor) -> torch.Tensor:
     return vqvae.render(vqvae.quantize.embed_probabilities(one_hot.to(vqvae.dtype)))
 
 
+def expected_embedding_loss(quantizer, logits: torch.Tensor, gt_tokens: torch.Tensor) -> torch.Tensor:
+    """Squared distance between E_l's softmax-expected code vector and the ground-truth code vector.
+
+    The token CE counts every wrong code as equally wrong; this term prefers codes near the right one in the
+    codebook, which decode to nearly the right patch. It is divided by the codebook's per-dimension variance so
+    that its weight does not depend on the codebook's scale. Computed in fp32; the codebook gets no gradient.
+    """
+    codebook = quantizer.embedding.weight.detach().float()
+    expected = torch.einsum("bkhw,kc->bchw", logits.float().softmax(dim=1), codebook)
+    target = codebook[gt_tokens].permute(0, 3, 1, 2)
+    return F.mse_loss(expected, target) / codebook.var(dim=0).mean().clamp_min(1e-12)
+
+
 def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, train=("encoder", "evaluator", "refiner"),
                     perceptual=None, perceptual_weight: float = 1.0, encoder_pixel_loss: bool = False,
-                    pixel_weight: float = 1.0, decode_refined: bool = False,
+                    pixel_weight: float = 1.0, embedding_weight: float = 0.0, decode_refined: bool = False,
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
     """Losses of the LQ stage for one batch. Returns (total, named terms for logging, φ_r's decoded image).
 
@@ -50,6 +65,8 @@ def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, tr
     logits = encoder(lq).logits
     if "encoder" in train:
         terms["token_ce"] = _token_ce(logits, gt_tokens)
+        if embedding_weight > 0:
+            terms["encoder_embedding"] = embedding_weight * expected_embedding_loss(vqvae.quantize, logits, gt_tokens)
         if encoder_pixel_loss:
             restored = straight_through_decode(vqvae, logits)
             terms["encoder_l1"] = pixel_weight * (restored.float() - hq).abs().mean()
