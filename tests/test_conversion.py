@@ -72,7 +72,7 @@ def test_full_size_release_layout_converts_strictly(full_size_files, scale):
     for net, out in ((pipe.evaluator, 2), (pipe.refiner, 512)):
         assert (net.config.hidden_dim, net.config.swin_num_groups, net.config.swin_depth, net.config.out_channels) == (256, 4, 6, out)
     counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) for name in ("vqvae", "encoder", "evaluator", "refiner")}
-    # Figures from the official parameter counts (official-iter.md §1); encoder and quantizer included.
+    # The official networks' parameter counts (counted on the official code's modules); encoder and quantizer included.
     assert counts["vqvae"] == 71_103_843
     assert counts["encoder"] == {4: 4_140_512, 2: 6_814_432}[scale]
     assert counts["evaluator"] == 25_972_930 and counts["refiner"] == 26_104_256

@@ -512,6 +512,40 @@ def test_tiled_shape_and_progress(pipe, capsys):
     assert "8/8" in capsys.readouterr().err  # one bar over 2 steps of each of the 4 tiles
 
 
+def test_batched_tiles_do_not_depend_on_the_batch_size(pipe, monkeypatch):
+    """Tiles run as batches of one shape; each batched tile has its own generator seeded from the image's, so the
+    result is the same whatever the batch size. One tile per run keeps the official shared stream instead."""
+    x = image(48, 48)
+    shapes = []
+    real_run = ITERPipeline._run
+
+    def spy(self, lq, generators, **kwargs):
+        shapes.append(tuple(lq.shape))
+        return real_run(self, lq, generators, **kwargs)
+
+    monkeypatch.setattr(ITERPipeline, "_run", spy)
+    outs = {n: run(pipe, x, steps=2, tile_size=16, tile_padding=4, tile_batch_size=n) for n in (2, 3, 9)}
+    for n in (3, 9):  # batched kernels round differently (~3e-6); one different token would move pixels by ~0.1
+        torch.testing.assert_close(outs[n], outs[2], atol=1e-5, rtol=0)
+    # 3x3 tiles of 16x16 with 4 pixels of context: 4 corners (20x20), 2+2 edges (20x24, 24x20), 1 interior
+    # (24x24); with batches of 9, each kind is one run
+    assert sorted((s[0], s[2:]) for s in shapes[-4:]) == [(1, (24, 24)), (2, (20, 24)), (2, (24, 20)),
+                                                           (4, (20, 20))]
+    shared = run(pipe, x, steps=2, tile_size=16, tile_padding=4, tile_batch_size=1)
+    assert (shared - outs[2]).abs().max() > 1e-2  # another random stream: other tokens
+    assert torch.equal(shared, run(pipe, x, steps=2, tile_size=16, tile_padding=4))  # 1 is the default
+
+
+def test_auto_tiles_share_the_budget_when_batched(pipe, monkeypatch):
+    per_pixel = pipe.activation_bytes_per_pixel()
+    monkeypatch.setattr(tiling, "AUTO_TILE_BUDGET", 4 * 64 * 64 * per_pixel)
+    single = pipe.auto_tile_shape(120, 140, 4)
+    batched = pipe.auto_tile_shape(120, 140, 4, tile_batch_size=4)
+    assert batched[0] * batched[1] < single[0] * single[1]
+    run_h, run_w = pipe.padded_size(min(batched[0] + 8, 120), min(batched[1] + 8, 140))
+    assert 4 * run_h * run_w <= 4 * 64 * 64
+
+
 def test_tiled_blend_lies_between_the_tiles(pipe, monkeypatch):
     """Blended pixels are convex combinations of the overlapping tile outputs; single-tile areas are untouched."""
     tiles = []

@@ -350,15 +350,44 @@ def test_class_balanced_cross_entropy_matches_hand_computation():
     assert spatial.grad is not None
 
 
-def test_codebook_loss_legacy_placement():
-    z = torch.zeros(2, 4, requires_grad=True)
-    z_q = torch.ones(2, 4, requires_grad=True)
-    legacy = losses.codebook_loss(z, z_q)
-    assert legacy.item() == pytest.approx(1.25)
-    legacy.backward()
-    torch.testing.assert_close(z.grad, torch.full((2, 4), -2.0 / 8))  # commitment term, weight 1
-    torch.testing.assert_close(z_q.grad, torch.full((2, 4), 0.25 * 2.0 / 8))  # codebook term, weight beta
-    z.grad = z_q.grad = None
-    losses.codebook_loss(z, z_q, legacy=False).backward()
-    torch.testing.assert_close(z.grad, torch.full((2, 4), -0.25 * 2.0 / 8))
-    torch.testing.assert_close(z_q.grad, torch.full((2, 4), 2.0 / 8))
+def test_vq_loss_legacy_placement():
+    """The quantizer's loss weighs the codebook term by β (legacy, as the official VQGAN) or the commitment term."""
+    from iter_diffusers.models.vqgan import VectorQuantizer
+
+    for legacy, z_weight, code_weight in ((True, 1.0, 0.25), (False, 0.25, 1.0)):
+        quantizer = VectorQuantizer(num_embeddings=1, embed_dim=4, beta=0.25, legacy=legacy)
+        with torch.no_grad():
+            quantizer.embedding.weight.fill_(1.0)
+        z = torch.zeros(2, 4, 1, 1, requires_grad=True)
+        _, loss, _ = quantizer(z)
+        assert loss.item() == pytest.approx(1.0 + 0.25)
+        loss.backward()
+        # d/dz of the commitment term mean((z_q - z)^2) over 8 values; the straight-through output adds nothing.
+        torch.testing.assert_close(z.grad, torch.full_like(z, -z_weight * 2.0 / 8))
+        torch.testing.assert_close(quantizer.embedding.weight.grad, torch.full((1, 4), code_weight * 2.0 * 2 / 8))
+
+
+
+
+def test_expected_embedding_loss_prefers_near_miss_codes():
+    """E_l's optional term: zero at the right code, smaller for a code near it than for one far away, and its
+    gradient reaches the logits only (the frozen codebook is left alone)."""
+    from iter_diffusers.models.vqgan import VectorQuantizer
+    from iter_diffusers.training.objectives import expected_embedding_loss
+
+    quantizer = VectorQuantizer(num_embeddings=3, embed_dim=2)
+    with torch.no_grad():
+        quantizer.embedding.weight.copy_(torch.tensor([[0.0, 0.0], [0.1, 0.0], [5.0, 5.0]]))
+    target = torch.zeros(1, 1, 1, dtype=torch.long)  # code 0
+
+    def loss_for(code: int, requires_grad: bool = False) -> torch.Tensor:
+        logits = torch.full((1, 3, 1, 1), -50.0)
+        logits[0, code] = 50.0
+        logits.requires_grad_(requires_grad)
+        return expected_embedding_loss(quantizer, logits, target), logits
+
+    assert loss_for(0)[0].item() == pytest.approx(0.0, abs=1e-12)
+    assert 0 < loss_for(1)[0].item() < loss_for(2)[0].item()
+    soft = torch.zeros(1, 3, 1, 1, requires_grad=True)  # uniform: the gradient is not saturated
+    expected_embedding_loss(quantizer, soft, target).backward()
+    assert soft.grad.abs().sum() > 0 and quantizer.embedding.weight.grad is None

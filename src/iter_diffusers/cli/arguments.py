@@ -11,7 +11,7 @@ from .inputs import IMAGE_EXTENSIONS
 
 DEFAULT_SUFFIX = "_x{scale}"
 DEFAULT_SEED = 123
-DTYPES = ("float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 DESCRIPTION = """\
 Super-resolve images with ITER (Chen et al., AAAI 2024).
@@ -143,11 +143,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     compute = parser.add_argument_group("computation")
     compute.add_argument("--tile", type=parse_tile, default="auto", metavar="{auto,0,N}",
-                         help="LQ tile size: N pixels, auto (256-pixel tiles for inputs of at least 720x720 "
-                              "pixels, as the official script) or 0/none to never tile (default: auto)")
+                         help="LQ tile size: N pixels, auto (the fewest equal tiles whose run fits a 1 GiB memory "
+                              "budget) or 0/none to never tile (default: auto)")
     compute.add_argument("--tile_padding", type=_non_negative_int, default=16,
                          help="LQ pixels of context around each tile (default: %(default)s)")
-    compute.add_argument("--dtype", default="float32", choices=DTYPES, help="weights' dtype (default: %(default)s)")
+    compute.add_argument("--dtype", default="auto", choices=DTYPES,
+                         help="auto: the fastest mode measured for the device (bf16 on CPUs with avx512_bf16/AMX, "
+                              "fp32 + int8 Linear layers on other CPUs, bf16/fp16 on CUDA); float32 is exact, as "
+                              "the official code (default: %(default)s)")
+    compute.add_argument("--compile", action="store_true",
+                         help="torch.compile the networks: the first image of each size compiles for minutes, so "
+                              "it pays off only for many images of one size")
     compute.add_argument("--device", default="auto",
                          help="torch device; auto = cuda if available, else cpu (under accelerate launch: each "
                               "process's own device) (default: %(default)s)")

@@ -6,8 +6,8 @@ Examples::
     iter-sr -i photos/ -o results/
 
     # the official x4 weights (downloaded and converted on first use), JPEG inputs kept as JPEG, tiles of 256 LQ
-    # pixels, on the GPU in half precision
-    iter-sr -i "scans/*.jpg" -o results/ --model official-x4 --ext auto --tile 256 --dtype float16
+    # pixels, computed exactly as the official code does (fp32; the default --dtype auto picks the fastest mode)
+    iter-sr -i "scans/*.jpg" -o results/ --model official-x4 --ext auto --tile 256 --dtype float32
 
     # several GPUs: the file list is split across the processes (process i takes files i, i+n, i+2n, ...)
     accelerate launch --num_processes 4 -m iter_diffusers.cli.upscale -i photos/ -o results/
@@ -95,13 +95,14 @@ def resolve_device(name: str, processes: Processes):
 
 
 def _looks_like_hub_id(text: str) -> bool:
-    parts = text.split("/")
-    return (
-        len(parts) == 2
-        and all(parts)
-        and not text.startswith((".", "~"))
-        and all(c.isalnum() or c in "-_." for part in parts for c in part)
-    )
+    """An ``owner/name`` id that huggingface_hub accepts (a bare name would hide a mistyped local folder)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        return False
+    return text.count("/") == 1
 
 
 def load_pipeline(model: str | None, dtype_name: str, device, quiet: bool):
@@ -137,7 +138,8 @@ def load_pipeline(model: str | None, dtype_name: str, device, quiet: bool):
         else:
             raise UsageError(f"--model {model}: no such folder (nor a Hugging Face Hub id of the form owner/name)")
 
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype_name]
+    # auto: loaded in fp32, then put in the device's fast mode by optimize_pipeline
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype_name, torch.float32)
     bar_was_enabled = diffusers_logging.is_progress_bar_enabled()
     if quiet or not sys.stderr.isatty():
         diffusers_logging.disable_progress_bar()
@@ -210,17 +212,27 @@ def upscale_file(pipe, job: Job, args, console: Console) -> str:
 
 
 def _setup(args, console: Console, processes: Processes):
+    import torch
+
+    from ..pipelines.acceleration import optimize_pipeline, slow_dtype_message
+
     inputs = collect_inputs(args.input)
     if not inputs:
         raise UsageError("no input images")
     device = resolve_device(args.device, processes)
-    if device.type == "cpu" and args.dtype == "float16":
-        console.warning("float16 on the CPU is slow and not supported by every operation; consider float32")
+    if args.dtype != "auto":
+        message = slow_dtype_message(getattr(torch, args.dtype), device)
+        if message:
+            console.warning(message)
     if processes.state is not None:
         with processes.state.main_process_first():  # one download when the model comes from the Hub
             pipe = load_pipeline(args.model, args.dtype, device, args.quiet or not processes.is_main)
     else:
         pipe = load_pipeline(args.model, args.dtype, device, args.quiet)
+    if args.dtype == "auto" or args.compile:
+        mode = optimize_pipeline(pipe, args.dtype, args.compile)
+        if processes.is_main:
+            console.info(f"computing in {mode.name}{' (compiled)' if args.compile else ''}: {mode.reason}")
     scale = int(pipe.upscale_factor)
     if args.scale is not None and args.scale != scale:
         raise UsageError(f"--scale {args.scale} does not match the model, which upscales x{scale}")

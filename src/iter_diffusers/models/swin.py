@@ -43,12 +43,20 @@ def relative_position_index(window_size: int) -> torch.Tensor:
     return relative[..., 0] * (2 * window_size - 1) + relative[..., 1]
 
 
-@lru_cache(maxsize=32)
-def shifted_window_mask(height: int, width: int, window_size: int, shift: int) -> torch.Tensor:
+def shifted_window_mask(height: int, width: int, window_size: int, shift: int,
+                        device: torch.device | None = None) -> torch.Tensor:
     """Additive mask (nW, w², w²) that keeps shifted windows from attending across the wrapped-around border.
 
-    Cached per size (CPU; callers move it and must not modify it in place).
+    Cached per size and device (callers must not modify it in place); built afresh inside ``torch.compile``,
+    where it becomes a constant of the graph.
     """
+    build = _build_shifted_window_mask.__wrapped__ if torch.compiler.is_compiling() else _build_shifted_window_mask
+    return build(height, width, window_size, shift, torch.device("cpu") if device is None else torch.device(device))
+
+
+@lru_cache(maxsize=64)
+def _build_shifted_window_mask(height: int, width: int, window_size: int, shift: int,
+                               device: torch.device) -> torch.Tensor:
     region = torch.zeros(1, height, width, 1)
     bounds = (slice(0, -window_size), slice(-window_size, -shift), slice(-shift, None))
     label = 0
@@ -58,7 +66,7 @@ def shifted_window_mask(height: int, width: int, window_size: int, shift: int) -
             label += 1
     region_windows = window_partition(region, window_size).squeeze(-1)
     different = region_windows.unsqueeze(1) != region_windows.unsqueeze(2)
-    return torch.zeros(different.shape).masked_fill(different, -100.0)
+    return torch.zeros(different.shape).masked_fill(different, -100.0).to(device)
 
 
 class WindowAttention(nn.Module):
@@ -133,7 +141,7 @@ class SwinBlock(nn.Module):
         shift_mask = None
         if self.shift:
             x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))
-            shift_mask = shifted_window_mask(height, width, self.window_size, self.shift).to(x.device)
+            shift_mask = shifted_window_mask(height, width, self.window_size, self.shift, x.device)
         x = self.attn(window_partition(x, self.window_size), shift_mask)
         x = window_merge(x, self.window_size, height, width)
         if self.shift:

@@ -76,6 +76,8 @@ def to_image_tensors(image) -> list[torch.Tensor]:
     Accepted: PIL images (any mode), numpy uint8 / uint16 / float in [0, 1] (HW, HWC or BHWC), torch float
     tensors in [0, 1] (CHW or BCHW), and lists of these (sizes may differ).
     """
+    if image is None:
+        raise ValueError("image is required")
     items = image if isinstance(image, (list, tuple)) else [image]
     if len(items) == 0:
         raise ValueError("image is an empty list")

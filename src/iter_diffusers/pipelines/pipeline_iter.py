@@ -13,9 +13,11 @@ from diffusers.utils import BaseOutput
 from ..models import ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITERTokenEvaluator, ITERVQModel
 from ..schedulers import MaskedTokenScheduler
 from . import tiling
-from .checks import check_color_fix, check_components
+from .checks import check_call_arguments, check_color_fix, check_components, resolve_color_fix
 from .color_fix import apply_color_fix
-from .image_io import OUTPUT_TYPES, mirror_pad, postprocess, to_image_tensors
+from .generators import per_image_generators, spawn_generators
+from .generators import select as generators_of
+from .image_io import mirror_pad, postprocess, to_image_tensors
 
 
 
@@ -108,44 +110,11 @@ class ITERPipeline(DiffusionPipeline):
     # ------------------------------------------------------------------ checks
     def check_inputs(self, num_inference_steps, output_type, tile_size, tile_padding, latents,
                      return_intermediates, callback_on_step_end_tensor_inputs, num_images_per_prompt=1,
-                     callback_on_step_end=None, token_temperature=None, mask_temperature=None):
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be a positive int, got {num_inference_steps!r}")
-        if isinstance(num_images_per_prompt, bool) or not isinstance(num_images_per_prompt, int) \
-                or num_images_per_prompt < 1:
-            raise ValueError(f"num_images_per_prompt must be a positive int, got {num_images_per_prompt!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
-        if tile_size not in (None, "auto") and (
-            isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1
-        ):
-            raise ValueError(f"tile_size must be None, 'auto' or a positive int, got {tile_size!r}")
-        for name, value in (("token_temperature", token_temperature), ("mask_temperature", mask_temperature)):
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be > 0, got {value!r}")
-        if callback_on_step_end is not None and not callable(callback_on_step_end):
-            raise TypeError(f"callback_on_step_end must be callable, got {type(callback_on_step_end).__name__}")
-        if latents is not None and (not isinstance(latents, torch.Tensor) or latents.dtype not in
-                                    (torch.int64, torch.int32, torch.int16, torch.uint8)):
-            raise TypeError("latents must be an integer tensor of token ids (B, h, w), got "
-                            f"{latents.dtype if isinstance(latents, torch.Tensor) else type(latents).__name__}")
-        if not isinstance(tile_padding, int) or tile_padding < 0:
-            raise ValueError(f"tile_padding must be a non-negative int, got {tile_padding!r}")
-        unknown = [k for k in callback_on_step_end_tensor_inputs or [] if k not in self._callback_tensor_inputs]
-        if unknown:
-            raise ValueError(
-                f"callback_on_step_end_tensor_inputs {unknown} are not among {self._callback_tensor_inputs}"
-            )
-
-    @staticmethod
-    def _per_image_generators(generator, num_images: int) -> list:
-        if isinstance(generator, list):
-            if len(generator) != num_images:
-                raise ValueError(f"got {len(generator)} generators for {num_images} images; pass one per image")
-            return list(generator)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or a list of them, got {type(generator).__name__}")
-        return [generator] * num_images
+                     callback_on_step_end=None, token_temperature=None, mask_temperature=None, tile_batch_size=1):
+        """Refuse unusable ``__call__`` arguments with a message naming the argument (see :mod:`.checks`)."""
+        check_call_arguments(num_inference_steps, output_type, tile_size, tile_padding, latents,
+                             callback_on_step_end_tensor_inputs, num_images_per_prompt, callback_on_step_end,
+                             token_temperature, mask_temperature, tile_batch_size, self._callback_tensor_inputs)
 
     def _check_latents(self, latents: torch.Tensor, image: torch.Tensor, num_inputs: int, per_prompt: int):
         """Initial token ids for the padded token grid of ``image``: (num_inputs or num_inputs·per_prompt, h, w)."""
@@ -172,11 +141,13 @@ class ITERPipeline(DiffusionPipeline):
         itemsize = torch.finfo(self.vqvae.dtype).bits // 8
         return 6 * full_resolution_width * itemsize * self.upscale_factor**2
 
-    def auto_tile_shape(self, height: int, width: int, tile_padding: int) -> tuple[int, int] | None:
+    def auto_tile_shape(self, height: int, width: int, tile_padding: int,
+                        tile_batch_size: int = 1) -> tuple[int, int] | None:
         """``tile_size="auto"``: None when the whole (padded) input fits the memory budget, else the tile shape
-        (LQ pixels) of the fewest equal tiles whose padded runs fit it (see :mod:`.tiling`)."""
+        (LQ pixels) of the fewest equal tiles whose padded runs, ``tile_batch_size`` at a time, fit it (see
+        :mod:`.tiling`)."""
         budget = min(tiling.AUTO_TILE_BUDGET, tiling.free_memory(self._execution_device) // 4)
-        max_pixels = max(budget // self.activation_bytes_per_pixel(), 64 * 64)
+        max_pixels = max(budget // (self.activation_bytes_per_pixel() * tile_batch_size), 64 * 64)
         run_h, run_w = self.padded_size(height, width)
         if run_h * run_w <= max_pixels:
             return None
@@ -236,10 +207,10 @@ class ITERPipeline(DiffusionPipeline):
             on, grow = active.to(device), resuming.to(device)
             if resuming.any():  # the first executed step keeps B; later ones grow the keep-mask
                 kept[grow] = scheduler.sample_mask(evaluator_logits[grow], t, kept[grow],
-                                                   _select(generators, resuming), mask_temperature)
+                                                   generators_of(generators, resuming), mask_temperature)
             if active.any():
                 logits = self.refiner(tokens[on], lq_tokens[on], visible_mask=kept[on], trusted_mask=trusted[on]).logits
-                tokens[on] = scheduler.step(logits, t, tokens[on], _select(generators, active),
+                tokens[on] = scheduler.step(logits, t, tokens[on], generators_of(generators, active),
                                             token_temperature).prev_sample
             if callback_on_step_end is not None:
                 available = {"latents": tokens, "kept_mask": kept, "condition_tokens": lq_tokens, "trusted_mask": trusted}
@@ -261,19 +232,17 @@ class ITERPipeline(DiffusionPipeline):
         images = apply_color_fix(images, lq, *color_fix)
         return _RunResult(images, tokens, step_tokens or None, step_masks or None)
 
-    def _run_groups(self, images, generators, groups, tile_for, tile_padding, tile_blending, run_kwargs) -> list:
+    def _run_groups(self, images, generators, groups, tile_for, tiling_args, run_kwargs) -> list:
         """Every image's :class:`_RunResult`: tiled images one by one, same-size untiled ones as batches."""
-        steps = run_kwargs["num_inference_steps"]
-        total = sum(steps * (tiling.num_tiles(images[m[0]], tile_for[m[0]]) if key[0] == "tile" else 1)
-                    for key, m in groups.items())
+        runs = sum(tiling.num_runs(images[m[0]], tile_for[m[0]], tiling_args[0], tiling_args[2])
+                   if key[0] == "tile" else 1 for key, m in groups.items())
         results: list = [None] * len(images)
-        with self.progress_bar(total=total) as progress_bar:
+        with self.progress_bar(total=runs * run_kwargs["num_inference_steps"]) as progress_bar:
             run_kwargs = dict(run_kwargs, progress_bar=progress_bar)
             for key, members in groups.items():
                 if key[0] == "tile":
                     n = members[0]
-                    sr = self._run_tiled(images[n][None], generators[n], tile_for[n], tile_padding,
-                                         tile_blending, run_kwargs)
+                    sr = self._run_tiled(images[n][None], generators[n], tile_for[n], *tiling_args, run_kwargs)
                     results[n] = _RunResult(images=sr, tokens=None)
                     continue
                 run = self._run(torch.stack([images[n] for n in members]), [generators[n] for n in members],
@@ -282,12 +251,13 @@ class ITERPipeline(DiffusionPipeline):
                     results[n] = run.select(j)
         return results
 
-    def _tile_shapes(self, images, tile_size, tile_padding, return_intermediates, latents, output_type) -> dict:
+    def _tile_shapes(self, images, tile_size, tile_padding, tile_batch_size, return_intermediates, latents,
+                     output_type) -> dict:
         """Each image's tile shape (None: untiled), refusing what tiling cannot give."""
         tile_for = {}
         for n, x in enumerate(images):
             if tile_size == "auto":
-                tile_for[n] = self.auto_tile_shape(*x.shape[1:], tile_padding)
+                tile_for[n] = self.auto_tile_shape(*x.shape[1:], tile_padding, tile_batch_size)
             else:
                 tile_for[n] = None if tile_size is None else (tile_size, tile_size)
         tiled = any(v is not None for v in tile_for.values())
@@ -297,13 +267,18 @@ class ITERPipeline(DiffusionPipeline):
             raise ValueError('output_type="latent" is not available for tiled inference; pass tile_size=None')
         return tile_for
 
-    def _run_tiled(self, lq, generator, tile_shape, tile_padding, tile_blending, run_kwargs) -> torch.Tensor:
+    def _run_tiled(self, lq, generator, tile_shape, tile_padding, tile_blending, tile_batch_size, run_kwargs):
         """Restore one image (1, 3, H, W) tile by tile (the official ``test_tile``; see :func:`.tiling.run_tiled`).
-        The tiles share the image's generator, in row-by-row order."""
-        def restore(tile: torch.Tensor) -> torch.Tensor:
-            return self._run(tile, [generator], **run_kwargs).images.cpu()
+        One tile per run: the tiles share the image's generator, in row order (the official stream). Batched
+        tiles: each tile has its own generator, seeded from the image's, so batching never changes a result."""
+        count = len(tiling.tiles_of(*lq.shape[2:], tile_shape, tile_padding))
+        tile_generators = [generator] * count if tile_batch_size == 1 else spawn_generators(generator, count)
 
-        return tiling.run_tiled(lq, restore, self.upscale_factor, tile_shape, tile_padding, tile_blending)
+        def restore(tiles: torch.Tensor, which: list[int]) -> torch.Tensor:
+            return self._run(tiles, [tile_generators[k] for k in which], **run_kwargs).images.cpu()
+
+        return tiling.run_tiled(lq, restore, self.upscale_factor, tile_shape, tile_padding, tile_blending,
+                                tile_batch_size)
 
     # ------------------------------------------------------------------ entry point
     @torch.no_grad()
@@ -320,6 +295,7 @@ class ITERPipeline(DiffusionPipeline):
         tile_size: int | str | None = "auto",
         tile_padding: int = 16,
         tile_blending: bool = True,
+        tile_batch_size: int = 1,
         return_intermediates: bool = False,
         output_type: str = "pil",
         return_dict: bool = True,
@@ -333,73 +309,58 @@ class ITERPipeline(DiffusionPipeline):
         Args:
             image: PIL image(s), numpy uint8/uint16/float HW(C) or BHWC, torch float CHW or BCHW in [0, 1], or a
                 list of these, of any sizes. Grayscale is replicated to RGB; an alpha channel is dropped.
-            num_inference_steps: T, refinement steps (default: ``pipe.config.num_inference_steps``, official 8).
-            mask_threshold: α, φ_e's trust threshold (default: the scheduler's, 0.7).
-            token_temperature / mask_temperature: sampling temperatures (default: the scheduler's, 1.0).
-            num_images_per_prompt: samples per input image (they differ through the generator).
-            generator: one generator, or one per output image, for every random draw.
-            latents: initial token ids S_l (B, h, w) replacing E_l's (untiled same-size batches only); (h, w) is the
-                padded input's token grid, B the number of inputs (repeated ``num_images_per_prompt`` times) or of
-                outputs.
-            tile_size: LQ tile side for tiled inference; ``None`` never tiles; ``"auto"`` tiles only when a whole
-                run would need more than ``AUTO_TILE_BUDGET`` (1 GiB, at most a quarter of the free memory) by
-                :meth:`activation_bytes_per_pixel`, with the fewest equal tiles that fit (see
-                :meth:`auto_tile_shape`). The official script tiles with 256-pixel tiles from 720² pixels on.
-            tile_padding: LQ pixels of context around each tile (official 16).
-            tile_blending: blend overlapping tiles (default); ``False`` pastes tile centres (official).
-            return_intermediates: also return the image and the keep-mask after every step.
-            output_type: ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (final token ids).
-            return_dict: return an [`ITERPipelineOutput`] instead of a tuple.
-            callback_on_step_end: called as ``fn(pipe, step, timestep, tensors)`` after every step;
+            num_inference_steps (`int`, *optional*): T, refinement steps (default ``pipe.config.num_inference_steps``).
+            mask_threshold (`float`, *optional*): α, φ_e's trust threshold (default: the scheduler's, 0.7).
+            token_temperature, mask_temperature (`float`, *optional*): sampling temperatures (scheduler's: 1.0).
+            num_images_per_prompt (`int`, defaults to 1): samples per input image (they differ by the generator).
+            generator (`torch.Generator` or a list of them, *optional*): one, or one per output image.
+            latents (`torch.Tensor`, *optional*): initial token ids S_l (B, h, w) replacing E_l's (untiled same-size
+                batches); (h, w) is the padded input's token grid, B the number of inputs or of outputs.
+            tile_size (`int`, `"auto"` or None, defaults to `"auto"`): LQ tile side; None never tiles; ``"auto"``
+                tiles only runs that would exceed ``AUTO_TILE_BUDGET`` (see :meth:`auto_tile_shape`).
+            tile_padding (`int`, defaults to 16): LQ pixels of context around each tile (official 16).
+            tile_blending (`bool`, defaults to True): blend overlapping tiles; False pastes centres (official).
+            tile_batch_size (`int`, defaults to 1): tiles of one shape run together (the budget is shared).
+                1 keeps the official random stream; above 1 each tile draws from its own generator.
+            return_intermediates (`bool`, defaults to False): also return the image and keep-mask of every step.
+            output_type (`str`, defaults to `"pil"`): ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (token ids).
+            return_dict (`bool`, defaults to True): return an [`ITERPipelineOutput`] instead of a tuple.
+            callback_on_step_end (`Callable`, *optional*): ``fn(pipe, step, timestep, tensors)`` after every step;
                 may return replacements for ``latents`` (token ids) and ``kept_mask``.
-            callback_on_step_end_tensor_inputs: names from ``_callback_tensor_inputs`` passed to the callback.
-            color_fix: ``"wavelet"``, ``"adain"`` or ``"none"``; None uses the pipeline's configured default
-                (``pipe.config.color_fix``). Applied to the final and the per-step images, not to token outputs.
-            color_fix_levels: wavelet levels (default: ``pipe.config.color_fix_levels``).
+            callback_on_step_end_tensor_inputs (`list[str]`, *optional*): names from ``_callback_tensor_inputs``.
+            color_fix (`str`, *optional*): ``"wavelet"``, ``"adain"`` or ``"none"``; default
+                ``pipe.config.color_fix``. Applied to the final and the per-step images, not to token outputs.
+            color_fix_levels (`int`, *optional*): wavelet levels (default ``pipe.config.color_fix_levels``).
         """
-        callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        if num_inference_steps is None:
-            num_inference_steps = self.config.num_inference_steps
-        self.check_inputs(num_inference_steps, output_type, tile_size, tile_padding, latents,
-                          return_intermediates, callback_on_step_end_tensor_inputs, num_images_per_prompt,
-                          callback_on_step_end, token_temperature, mask_temperature)
-        if image is None:
-            raise ValueError("image is required")
-        color_fix = self.config.color_fix if color_fix is None else (None if color_fix == "none" else color_fix)
-        color_fix_levels = self.config.color_fix_levels if color_fix_levels is None else color_fix_levels
-        check_color_fix(color_fix, color_fix_levels)
+        tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        num_inference_steps = self.config.num_inference_steps if num_inference_steps is None else num_inference_steps
+        self.check_inputs(num_inference_steps, output_type, tile_size, tile_padding, latents, return_intermediates,
+                          tensor_inputs, num_images_per_prompt, callback_on_step_end, token_temperature,
+                          mask_temperature, tile_batch_size)
+        color_fix = resolve_color_fix(self.config, color_fix, color_fix_levels)
         inputs = to_image_tensors(image)
         images = [x for x in inputs for _ in range(num_images_per_prompt)]
-        generators = self._per_image_generators(generator, len(images))
-        self._interrupt = False
-        self._num_timesteps = num_inference_steps
+        generators = per_image_generators(generator, len(images))
+        self._interrupt, self._num_timesteps = False, num_inference_steps
 
-        tile_for = self._tile_shapes(images, tile_size, tile_padding, return_intermediates, latents, output_type)
+        tile_for = self._tile_shapes(images, tile_size, tile_padding, tile_batch_size, return_intermediates, latents,
+                                     output_type)
         groups = _group_runs(images, tile_for)
         if latents is not None:
             if len(groups) != 1:
                 raise ValueError("latents can only be given for a batch of same-size images")
             latents = self._check_latents(latents, images[0], len(inputs), num_images_per_prompt)
-
-        run_kwargs = dict(
-            num_inference_steps=num_inference_steps,
-            mask_threshold=mask_threshold,
-            token_temperature=token_temperature,
-            mask_temperature=mask_temperature,
-            latents=latents,
-            return_intermediates=return_intermediates,
-            callback_on_step_end=callback_on_step_end,
-            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
-            color_fix=(color_fix, color_fix_levels),
-        )
-        results = self._run_groups(images, generators, groups, tile_for, tile_padding, tile_blending, run_kwargs)
-        output = self._format(results, output_type, return_intermediates, images, (color_fix, color_fix_levels))
+        run_kwargs = dict(num_inference_steps=num_inference_steps, mask_threshold=mask_threshold, latents=latents,
+                          token_temperature=token_temperature, mask_temperature=mask_temperature, color_fix=color_fix,
+                          return_intermediates=return_intermediates, callback_on_step_end=callback_on_step_end,
+                          callback_on_step_end_tensor_inputs=tensor_inputs)
+        results = self._run_groups(images, generators, groups, tile_for, (tile_padding, tile_blending, tile_batch_size),
+                                   run_kwargs)
+        output = self._format(results, output_type, return_intermediates, images, color_fix)
         self.maybe_free_model_hooks()
-        if not return_dict:
-            return output
-        return ITERPipelineOutput(*output)
+        return ITERPipelineOutput(*output) if return_dict else output
 
     def _format(self, results: list[_RunResult], output_type: str, return_intermediates: bool, inputs,
                 color_fix: tuple[str | None, int]):
@@ -448,7 +409,3 @@ def _group_runs(images: list[torch.Tensor], tile_for: dict) -> dict[tuple, list[
         groups.setdefault(key, []).append(n)
     return groups
 
-
-def _select(generators: list, which: torch.Tensor) -> list:
-    """The generators of the images flagged in the boolean (B,) CPU tensor ``which``."""
-    return [generators[b] for b in which.nonzero().flatten().tolist()]

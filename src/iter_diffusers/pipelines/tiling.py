@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -56,34 +57,78 @@ def fewest_equal_tiles(height: int, width: int, tile_padding: int, max_pixels: i
     return None if best is None else best[2]
 
 
-def num_tiles(image: torch.Tensor, tile_shape: tuple[int, int]) -> int:
-    return math.ceil(image.shape[1] / tile_shape[0]) * math.ceil(image.shape[2] / tile_shape[1])
+@dataclass(frozen=True)
+class Tile:
+    """One tile of an input, in LQ pixels: its core ``[y0, y1) × [x0, x1)`` and its extent with context."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+    py0: int
+    py1: int
+    px0: int
+    px1: int
+
+    @property
+    def run_shape(self) -> tuple[int, int]:
+        return self.py1 - self.py0, self.px1 - self.px0
 
 
-def run_tiled(lq: torch.Tensor, restore: Callable[[torch.Tensor], torch.Tensor], scale: int,
-              tile_shape: tuple[int, int], tile_padding: int, blending: bool) -> torch.Tensor:
-    """Restore one image (1, 3, H, W) tile by tile with ``restore`` (a tile with its context -> its ×``scale``
-    result on the CPU); tiles are visited row by row. Returns (1, 3, sH, sW) on the CPU."""
-    _, _, height, width = lq.shape
+def tiles_of(height: int, width: int, tile_shape: tuple[int, int], tile_padding: int) -> list[Tile]:
+    """The tiles of a ``height × width`` input, row by row (the official order)."""
     tile_h, tile_w = tile_shape
-    out = torch.zeros(1, 3, height * scale, width * scale)
-    weight = torch.zeros(1, 1, height * scale, width * scale)
+    tiles = []
     for y0 in range(0, height, tile_h):
         for x0 in range(0, width, tile_w):
             y1, x1 = min(y0 + tile_h, height), min(x0 + tile_w, width)
-            py0, px0 = max(y0 - tile_padding, 0), max(x0 - tile_padding, 0)
-            py1, px1 = min(y1 + tile_padding, height), min(x1 + tile_padding, width)
-            tile = restore(lq[:, :, py0:py1, px0:px1])
-            if not blending:
-                core = tile[:, :, (y0 - py0) * scale : (y1 - py0) * scale, (x0 - px0) * scale : (x1 - px0) * scale]
-                out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = core
-                continue
-            ramp_y = overlap_ramp(py0, py1, y0, y1, height, tile_padding, scale)
-            ramp_x = overlap_ramp(px0, px1, x0, x1, width, tile_padding, scale)
-            w = ramp_y[:, None] * ramp_x[None, :]
-            out[:, :, py0 * scale : py1 * scale, px0 * scale : px1 * scale] += tile * w
-            weight[:, :, py0 * scale : py1 * scale, px0 * scale : px1 * scale] += w
-    return out if not blending else out / weight.clamp(min=1e-12)
+            tiles.append(Tile(y0, y1, x0, x1, max(y0 - tile_padding, 0), min(y1 + tile_padding, height),
+                              max(x0 - tile_padding, 0), min(x1 + tile_padding, width)))
+    return tiles
+
+
+def tile_batches(tiles: list[Tile], batch_size: int) -> list[list[int]]:
+    """Indices of ``tiles`` in runs of at most ``batch_size`` tiles of one run shape (corner, edge and interior
+    tiles differ by their context). With ``batch_size=1``, one run per tile in row order."""
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for k, tile in enumerate(tiles):
+        by_shape.setdefault(tile.run_shape, []).append(k)
+    return [members[i : i + batch_size] for members in by_shape.values() for i in range(0, len(members), batch_size)]
+
+
+def num_runs(image: torch.Tensor, tile_shape: tuple[int, int], tile_padding: int, batch_size: int) -> int:
+    return len(tile_batches(tiles_of(*image.shape[1:], tile_shape, tile_padding), batch_size))
+
+
+def run_tiled(lq: torch.Tensor, restore: Callable[[torch.Tensor, list[int]], torch.Tensor], scale: int,
+              tile_shape: tuple[int, int], tile_padding: int, blending: bool, batch_size: int = 1) -> torch.Tensor:
+    """Restore one image (1, 3, H, W) tile by tile: ``restore(tiles, indices)`` gets a batch (n, 3, h, w) of tiles
+    with their context, and their indices in row order, and returns their ×``scale`` results on the CPU. Runs
+    batch up to ``batch_size`` tiles of one shape (see :func:`tile_batches`). Returns (1, 3, sH, sW) on the CPU;
+    besides it, only one weight map of that size is held."""
+    _, _, height, width = lq.shape
+    tiles = tiles_of(height, width, tile_shape, tile_padding)
+    out = torch.zeros(1, 3, height * scale, width * scale)
+    weight = torch.zeros(1, 1, height * scale, width * scale) if blending else None
+    for batch in tile_batches(tiles, batch_size):
+        crops = torch.cat([lq[:, :, t.py0 : t.py1, t.px0 : t.px1] for t in (tiles[k] for k in batch)])
+        for k, result in zip(batch, restore(crops, batch)):
+            _paste(out, weight, result[None], tiles[k], height, width, tile_padding, scale)
+    return out if weight is None else out / weight.clamp(min=1e-12)
+
+
+def _paste(out, weight, result, t: Tile, height: int, width: int, tile_padding: int, scale: int) -> None:
+    """Add one tile's result to the output: its core pasted (``weight`` None), or its whole extent blended."""
+    s = scale
+    if weight is None:
+        core = result[:, :, (t.y0 - t.py0) * s : (t.y1 - t.py0) * s, (t.x0 - t.px0) * s : (t.x1 - t.px0) * s]
+        out[:, :, t.y0 * s : t.y1 * s, t.x0 * s : t.x1 * s] = core
+        return
+    ramp_y = overlap_ramp(t.py0, t.py1, t.y0, t.y1, height, tile_padding, s)
+    ramp_x = overlap_ramp(t.px0, t.px1, t.x0, t.x1, width, tile_padding, s)
+    w = ramp_y[:, None] * ramp_x[None, :]
+    out[:, :, t.py0 * s : t.py1 * s, t.px0 * s : t.px1 * s] += result * w
+    weight[:, :, t.py0 * s : t.py1 * s, t.px0 * s : t.px1 * s] += w
 
 
 def overlap_ramp(p0: int, p1: int, c0: int, c1: int, size: int, pad: int, scale: int) -> torch.Tensor:

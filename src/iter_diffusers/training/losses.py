@@ -10,7 +10,6 @@
 * :func:`discriminator_hinge_loss` / :func:`generator_hinge_loss`: the hinge GAN objective of stage I (the
   discriminator itself is :class:`iter_diffusers.models.discriminator.UNetDiscriminatorSN`).
 * :func:`class_balanced_cross_entropy`: the evaluator's class-balanced CE (official ``class_balanced_xentropy``).
-* :func:`codebook_loss`: the VQ codebook/commitment loss with the official "legacy" beta placement.
 """
 
 from __future__ import annotations
@@ -43,7 +42,6 @@ __all__ = [
     "discriminator_hinge_loss",
     "generator_hinge_loss",
     "class_balanced_cross_entropy",
-    "codebook_loss",
 ]
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -411,16 +409,3 @@ def class_balanced_cross_entropy(
     weights = (1.0 - beta) / (1.0 - torch.pow(beta, counts).float() + eps)  # float32 even for bf16 logits
     weights = weights / (weights.sum() + eps) * num_classes
     return F.cross_entropy(logits, labels, weight=weights.to(logits.dtype))
-
-
-def codebook_loss(z: torch.Tensor, z_q: torch.Tensor, beta: float = 0.25, legacy: bool = True) -> torch.Tensor:
-    """VQ-VAE codebook + commitment loss for encoder output ``z`` and its (not straight-through) quantisation ``z_q``.
-
-    ``legacy=True`` (the official VQGAN, and diffusers' ``VectorQuantizer`` default):
-    ``mean((z_q.detach() - z)^2) + beta * mean((z_q - z.detach())^2)``, i.e. ``beta`` weighs the *codebook* term,
-    not the commitment term as in the VQ-VAE paper. ``legacy=False`` gives the paper's placement
-    ``beta * mean((z_q.detach() - z)^2) + mean((z_q - z.detach())^2)``.
-    """
-    commitment = torch.mean((z_q.detach() - z) ** 2)
-    codebook = torch.mean((z_q - z.detach()) ** 2)
-    return commitment + beta * codebook if legacy else beta * commitment + codebook

@@ -1,4 +1,4 @@
-"""ITER's training objectives (official-iter.md §5), as plain functions of the networks and a batch.
+"""ITER's training objectives as plain functions of the networks and a batch (the official basicsr model's losses).
 
 Stage I trains the Swin-VQGAN as an autoencoder. Stages II/III train, on top of the frozen VQGAN, E_l (token
 cross-entropy), φ_e (class-balanced CE on S_l plus a mask loss on φ_r's tokens) and φ_r (refinement CE on a

@@ -1,0 +1,120 @@
+"""The hardware-chosen fast modes (``--dtype auto``), compiled mode, and their agreement with fp32.
+
+The choice is tested on every kind of CPU by replacing the flags the CPU reports; the bf16 run itself only where
+the CPU computes bf16 natively (on others it would be hundreds of times slower, which is the point of the choice).
+"""
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from conftest import seeded
+from iter_diffusers import DEMO_MODEL_PATH, ITERPipeline
+from iter_diffusers.pipelines import acceleration
+from iter_diffusers.pipelines.acceleration import (choose_mode, compile_networks, cpu_capabilities, optimize_pipeline,
+                                                   slow_dtype_message)
+
+AVX2_ONLY = frozenset({"avx", "avx2", "fma"})
+AVX512_BF16 = AVX2_ONLY | {"avx512f", "avx512_bf16"}
+NATIVE_BF16 = acceleration.cpu_has_native_bf16()
+
+
+@pytest.fixture
+def cpu_kind(monkeypatch):
+    def use(flags):
+        monkeypatch.setattr(acceleration, "cpu_flags", lambda: flags)
+    return use
+
+
+def test_the_mode_follows_the_cpu(cpu_kind):
+    cpu_kind(AVX512_BF16)
+    mode = choose_mode("cpu")
+    assert (mode.dtype, mode.quantize_linear) == (torch.bfloat16, False) and "bf16" in mode.reason
+    cpu_kind(AVX2_ONLY)
+    mode = choose_mode("cpu")
+    assert (mode.dtype, mode.quantize_linear) == (torch.float32, True) and "int8" in mode.reason
+    assert mode.name == "float32 + int8 linear"
+    assert "avx2" in cpu_capabilities()
+
+
+@pytest.mark.parametrize("bf16_supported,dtype", [(True, torch.bfloat16), (False, torch.float16)])
+def test_the_mode_on_cuda(monkeypatch, bf16_supported, dtype):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16_supported)
+    assert choose_mode("cuda").dtype == dtype
+
+
+def test_slow_dtypes_are_named(cpu_kind):
+    cpu_kind(AVX2_ONLY)
+    assert "hundreds of times slower" in slow_dtype_message(torch.bfloat16, "cpu")
+    assert "fp16" in slow_dtype_message(torch.float16, "cpu")
+    assert slow_dtype_message(torch.float32, "cpu") is None
+    assert slow_dtype_message(torch.bfloat16, "cuda") is None
+    cpu_kind(AVX512_BF16)
+    assert slow_dtype_message(torch.bfloat16, "cpu") is None
+
+
+def test_explicit_bf16_on_a_cpu_without_it_warns(pipe, cpu_kind):
+    cpu_kind(AVX2_ONLY)
+    with pytest.warns(UserWarning, match="hundreds of times slower"):
+        mode = optimize_pipeline(pipe, "bfloat16")
+    assert mode.dtype == pipe.refiner.dtype == torch.bfloat16
+    pipe.to(torch.float32)  # the fixture is shared
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(1.0 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def demo_input():
+    from PIL import Image
+
+    return Image.open(Path(__file__).parents[1] / "examples" / "images" / "coffee_lq.png").convert("RGB")
+
+
+def _demo_output(pipe, image):
+    return pipe(image, generator=seeded(0), output_type="np", tile_size=None).images[0]
+
+
+def test_int8_mode_on_the_bundled_model(cpu_kind, demo_input):
+    """The AVX2-only choice: int8 dynamic Linear layers in E_l, φ_e and φ_r; the sampling stays fp32."""
+    cpu_kind(AVX2_ONLY)
+    pipe = ITERPipeline.from_pretrained(DEMO_MODEL_PATH)
+    pipe.set_progress_bar_config(disable=True)
+    reference = _demo_output(pipe, demo_input)
+    mode = optimize_pipeline(pipe, "auto")
+    assert mode.quantize_linear
+    for name in ("encoder", "evaluator", "refiner"):
+        modules = list(getattr(pipe, name).modules())
+        assert not any(type(m) is nn.Linear for m in modules), name
+        assert any(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in modules), name
+    assert not any(type(m).__module__.startswith("torch.ao") for m in pipe.vqvae.modules())
+    assert _psnr(_demo_output(pipe, demo_input), reference) >= 35
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no avx512_bf16/AMX: a bf16 run would take far too long "
+                                            "(the mode test above covers the choice)")
+def test_bf16_mode_on_the_bundled_model(demo_input):
+    pipe = ITERPipeline.from_pretrained(DEMO_MODEL_PATH)
+    pipe.set_progress_bar_config(disable=True)
+    reference = _demo_output(pipe, demo_input)
+    assert optimize_pipeline(pipe, "auto").dtype == torch.bfloat16
+    assert pipe.vqvae.dtype == pipe.refiner.dtype == torch.bfloat16
+    assert _psnr(_demo_output(pipe, demo_input), reference) >= 35
+
+
+def test_the_networks_compile_without_graph_breaks(converted_dir):
+    """fullgraph=True turns any graph break into an error; the eager backend checks the tracing, not a compiler."""
+    pipe = ITERPipeline.from_pretrained(converted_dir)
+    pipe.set_progress_bar_config(disable=True)
+    x = torch.rand(1, 3, 16, 16, generator=seeded(0))
+    reference = pipe(x, generator=seeded(), num_inference_steps=2, output_type="pt").images
+    compile_networks(pipe, backend="eager", fullgraph=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. dynamo tracing through a cache wrapper
+        out = pipe(x, generator=seeded(), num_inference_steps=2, output_type="pt").images
+    torch.testing.assert_close(out, reference, atol=1e-6, rtol=0)
