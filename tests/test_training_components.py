@@ -44,8 +44,9 @@ BRANCH_CONFIGS = [
     BSRGANLightConfig(pre_downsample_prob=1.0, downsample2_resize_prob=0.0, noise_type_probs=(0, 0, 1)),
     BSRGANLightConfig(downsample2_resize_prob=1.0, force_odd_kernels=True, blur_aniso_prob=1.0),
     RealESRGANConfig(),
-    RealESRGANConfig(sinc_prob=1.0, sinc_prob2=1.0, gaussian_noise_prob=0.0, gray_noise_prob=1.0),
-    RealESRGANConfig(kernel_prob=(0, 0, 1, 1, 1, 1), usm_sharpen=False, gaussian_noise_prob2=0.0, final_sinc_prob=0.0),
+    RealESRGANConfig.from_dict(dict(sinc_prob=1.0, sinc_prob2=1.0, gaussian_noise_prob=0.0, gray_noise_prob=1.0)),
+    RealESRGANConfig.from_dict(dict(kernel_prob=(0, 0, 1, 1, 1, 1), usm_sharpen=False, gaussian_noise_prob2=0.0,
+                                    final_sinc_prob=0.0)),
 ]
 
 
@@ -120,6 +121,10 @@ def test_config_validation():
         BSRGANLightConfig(jpeg_prob=1.5)
     with pytest.raises(ValueError):
         RealESRGANConfig(kernel_sizes=(6,))
+    with pytest.raises(ValueError, match="sinc_prob2"):
+        RealESRGANConfig.from_dict({"sinc_prob2": 2.0})
+    with pytest.raises(ValueError, match="Unknown"):
+        RealESRGANConfig.from_dict({"kernel_list3": ["iso"]})
     with pytest.raises(ValueError):
         degradation_config_from_dict({"pipeline": "nope"})
 

@@ -61,17 +61,13 @@ class ITERDistortionRemovalEncoder(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(
         self,
-        scale_factor: int = 4,
-        vq_scale_factor: int = 8,
+        scale_factor: int = 4, vq_scale_factor: int = 8,  # s, and the VQGAN's pixels per token
         in_channels: int = 3,
-        base_channels: int = 64,
-        blocks_per_stage: int = 2,
+        base_channels: int = 64, blocks_per_stage: int = 2,  # the residual downsampling stages
         feature_dim: int = 128,
-        swin_num_groups: int = 2,
-        swin_depth: int = 6,
-        swin_num_heads: int = 8,
-        swin_window_size: int = 8,
-        mlp_ratio: float = 4.0,
+        # the Swin trunk
+        swin_num_groups: int = 2, swin_depth: int = 6, swin_num_heads: int = 8,
+        swin_window_size: int = 8, mlp_ratio: float = 4.0,
         num_vq_embeddings: int = 512,
         norm_num_groups: int = 32,
     ):

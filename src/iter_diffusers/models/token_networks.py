@@ -49,14 +49,12 @@ class ITERTokenTransformer(ModelMixin, ConfigMixin):
     def __init__(
         self,
         num_vq_embeddings: int = 512,
-        out_channels: int = 2,
-        use_mask_token: bool = False,
+        # what the network predicts: (wrong, right) per token for φ_e, a code per masked token for φ_r
+        out_channels: int = 2, use_mask_token: bool = False,
         hidden_dim: int = 256,
-        swin_num_groups: int = 4,
-        swin_depth: int = 6,
-        swin_num_heads: int = 8,
-        swin_window_size: int = 8,
-        mlp_ratio: float = 4.0,
+        # the Swin trunk
+        swin_num_groups: int = 4, swin_depth: int = 6, swin_num_heads: int = 8,
+        swin_window_size: int = 8, mlp_ratio: float = 4.0,
     ):
         super().__init__()
         self.code_embedding = nn.Embedding(num_vq_embeddings + int(use_mask_token), hidden_dim)
@@ -123,14 +121,11 @@ class ITERRefinementTransformer(ITERTokenTransformer):
     def __init__(
         self,
         num_vq_embeddings: int = 512,
-        out_channels: int = 512,
-        use_mask_token: bool = True,
+        out_channels: int = 512, use_mask_token: bool = True,  # a code for every masked token
         hidden_dim: int = 256,
-        swin_num_groups: int = 4,
-        swin_depth: int = 6,
-        swin_num_heads: int = 8,
-        swin_window_size: int = 8,
-        mlp_ratio: float = 4.0,
+        # the Swin trunk
+        swin_num_groups: int = 4, swin_depth: int = 6, swin_num_heads: int = 8,
+        swin_window_size: int = 8, mlp_ratio: float = 4.0,
     ):
         if out_channels != num_vq_embeddings or not use_mask_token:
             raise ValueError(

@@ -93,41 +93,26 @@ class _Checkpointable(nn.Module):
 
 
 class _ResnetStage(nn.Module):
-    """One resolution level: residual blocks, then the subclass's optional resampling."""
+    """One resolution level: residual blocks, then an optional ×2 resampling (``"down"`` or ``"up"``).
 
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int, norm_num_groups: int):
+    The resampler's attribute name (``downsample`` / ``upsample``) is part of the saved weights' keys.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_layers: int, norm_num_groups: int,
+                 resample: str | None = None):
         super().__init__()
         widths = [in_channels] + [out_channels] * num_layers
         self.resnets = nn.ModuleList(ResnetBlock(a, b, norm_num_groups) for a, b in zip(widths[:-1], widths[1:]))
-
-    def resample(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        self.downsample = Downsample(out_channels) if resample == "down" else None
+        self.upsample = Upsample(out_channels) if resample == "up" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for resnet in self.resnets:
             x = resnet(x)
-        return self.resample(x)
-
-
-# The resampling's attribute name (downsample / upsample) is part of the saved weights' keys.
-class _DownStage(_ResnetStage):
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int, add_downsample: bool,
-                 norm_num_groups: int):
-        super().__init__(in_channels, out_channels, num_layers, norm_num_groups)
-        self.downsample = Downsample(out_channels) if add_downsample else None
-
-    def resample(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.downsample is None else self.downsample(x)
-
-
-class _UpStage(_ResnetStage):
-    def __init__(self, in_channels: int, out_channels: int, num_layers: int, add_upsample: bool,
-                 norm_num_groups: int):
-        super().__init__(in_channels, out_channels, num_layers, norm_num_groups)
-        self.upsample = Upsample(out_channels) if add_upsample else None
-
-    def resample(self, x: torch.Tensor) -> torch.Tensor:
-        return x if self.upsample is None else self.upsample(x)
+        for resampler in (self.downsample, self.upsample):
+            if resampler is not None:
+                x = resampler(x)
+        return x
 
 
 class _MidBlock(nn.Module):
@@ -150,7 +135,7 @@ class SwinVQEncoder(_Checkpointable):
         widths = [base_channels * m for m in channel_multipliers]
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
         self.down = nn.ModuleList(
-            _DownStage(c_in, c_out, layers_per_block, i < len(widths) - 1, norm_num_groups)
+            _ResnetStage(c_in, c_out, layers_per_block, norm_num_groups, "down" if i < len(widths) - 1 else None)
             for i, (c_in, c_out) in enumerate(zip([base_channels] + widths[:-1], widths))
         )
         self.mid = _MidBlock(widths[-1], swin_kwargs, norm_num_groups)
@@ -173,7 +158,7 @@ class SwinVQDecoder(_Checkpointable):
         self.conv_in = nn.Conv2d(latent_channels, widths[0], 3, padding=1)
         self.mid = _MidBlock(widths[0], swin_kwargs, norm_num_groups)
         self.up = nn.ModuleList(
-            _UpStage(c_in, c_out, layers_per_block, i < len(widths) - 1, norm_num_groups)
+            _ResnetStage(c_in, c_out, layers_per_block, norm_num_groups, "up" if i < len(widths) - 1 else None)
             for i, (c_in, c_out) in enumerate(zip(widths[:1] + widths[:-1], widths))
         )
         self.norm_out = group_norm(widths[-1], norm_num_groups)
@@ -224,19 +209,16 @@ class ITERVQModel(ModelMixin, ConfigMixin):
     @register_to_config
     def __init__(
         self,
-        in_channels: int = 3,
-        out_channels: int = 3,
+        in_channels: int = 3, out_channels: int = 3,
         base_channels: int = 128,
         channel_multipliers: tuple[int, ...] = (1, 2, 2, 4),
         layers_per_block: int = 2,
         latent_channels: int = 128,
         num_vq_embeddings: int = 512,
         swin_dim: int = 256,
-        swin_num_groups: int = 1,
-        swin_depth: int = 6,
-        swin_num_heads: int = 8,
-        swin_window_size: int = 8,
-        mlp_ratio: float = 4.0,
+        # the Swin trunk
+        swin_num_groups: int = 1, swin_depth: int = 6, swin_num_heads: int = 8,
+        swin_window_size: int = 8, mlp_ratio: float = 4.0,
         commitment_beta: float = 0.25,
         legacy_vq_loss: bool = True,
         norm_num_groups: int = 32,

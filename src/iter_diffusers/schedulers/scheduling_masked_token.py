@@ -146,14 +146,8 @@ class MaskedTokenScheduler(SchedulerMixin, ConfigMixin):
         alpha = self.config.mask_threshold if mask_threshold is None else mask_threshold
         return (evaluator_logits.float().softmax(dim=1)[:, 1] >= alpha).float()
 
-    def sample_mask(
-        self,
-        evaluator_logits: torch.Tensor,
-        timestep: int | torch.Tensor,
-        kept_mask: torch.Tensor,
-        generator: GeneratorArg = None,
-        mask_temperature: float | None = None,
-    ) -> torch.Tensor:
+    def sample_mask(self, evaluator_logits: torch.Tensor, timestep: int | torch.Tensor, kept_mask: torch.Tensor,
+                    generator: GeneratorArg = None, mask_temperature: float | None = None) -> torch.Tensor:
         """Grow each image's keep-mask to n_i tokens, drawing new positions ∝ φ_e's "right" probability.
 
         ``evaluator_logits`` (B, 2, h, w) are φ_e's scores of the current tokens, ``kept_mask`` (B, h, w) the
