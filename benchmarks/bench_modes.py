@@ -94,11 +94,12 @@ def part_timers(model, parts: dict[str, str]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------- the models
-def paper_size_pipeline() -> ITERPipeline:
+def paper_size_pipeline(config_path: Path = PAPER_CONFIG) -> ITERPipeline:
+    """The paper's x4 architecture (or another ``configs/`` file) with random weights, seed 0."""
     from iter_diffusers import (ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITERTokenEvaluator,
                                 ITERVQModel, MaskedTokenScheduler)
 
-    config = json.loads(PAPER_CONFIG.read_text())
+    config = json.loads(config_path.read_text())
     torch.manual_seed(0)
     pipe = ITERPipeline(vqvae=ITERVQModel(**config["vqvae"]), encoder=ITERDistortionRemovalEncoder(**config["encoder"]),
                         evaluator=ITERTokenEvaluator(**config["evaluator"]),
@@ -172,7 +173,7 @@ def speed(args) -> None:
     if args.official_repo:
         official, pipe = official_with_our_weights(args.official_repo.resolve())
     else:
-        pipe = paper_size_pipeline()
+        pipe = paper_size_pipeline(args.config)
     modes = modes_of(pipe, args.compile)
     timers = {name: part_timers(p, PARTS) for name, p in modes.items() if not name.startswith("compiled")}
     if official is not None:
@@ -195,7 +196,7 @@ def speed(args) -> None:
             rss[name] = (memory.peak, memory.peak - memory.start)
             parts[name] = dict(spent)
     reference = seconds["official fp32" if official is not None else "fp32 (exact)"]
-    print(f"\n## speed: paper-size x4 model (random weights), {args.size}² -> {4 * args.size}², untiled, "
+    print(f"\n## speed: {args.config.stem} model (random weights), {args.size}² -> {4 * args.size}², untiled, "
           f"{args.runs} interleaved runs\n")
     print("| mode | s/image (best) | runs (s) | E_l | φ_e | φ_r | decoder | speed-up | peak RSS | rise |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -239,7 +240,7 @@ def growth(args) -> None:
     sides = [int(s) for s in args.growth.split(",")]
     bundled = _ready(ITERPipeline.from_pretrained(DEMO_MODEL_PATH))
     mode = optimize_pipeline(bundled, "auto")
-    models = {f"bundled, auto ({mode.name})": bundled, "paper-size, fp32": paper_size_pipeline()}
+    models = {f"bundled, auto ({mode.name})": bundled, f"{args.config.stem}, fp32": paper_size_pipeline(args.config)}
     print("\n## growth with the input side (x4, untiled, one run each)\n")
     print("| model | LQ side | s/image | rise of RSS during the run |")
     print("|---|---|---|---|")
@@ -257,6 +258,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=128, help="LQ side of the speed section (default 128)")
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--config", type=Path, default=PAPER_CONFIG, help="model sizes of the random model "
+                        "(default: configs/iter_x4.json, the paper's; not used with --official_repo)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--official_repo", type=Path, default=None, help="a checkout of github.com/chaofengc/ITER")
     parser.add_argument("--compile", action="store_true", help="also the compiled auto mode (minutes to compile)")

@@ -6,13 +6,14 @@ import numpy as np
 import PIL.Image
 
 from ..cli.images import LoadedImage
+from ..utils.image_files import to_u8
 
 PANEL_GAP = 4  # pixels between a step's image and its keep-mask
 
 
 def to_pil(rgb: np.ndarray) -> PIL.Image.Image:
     """(H, W, 3) float in [0, 1] -> 8-bit RGB."""
-    return PIL.Image.fromarray(np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8), mode="RGB")
+    return PIL.Image.fromarray(to_u8(rgb), mode="RGB")
 
 
 def before_image(source: LoadedImage, size: tuple[int, int]) -> PIL.Image.Image:

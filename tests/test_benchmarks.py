@@ -1,0 +1,27 @@
+"""The benchmarks run end to end (on a tiny random model and tiny inputs: their figures are not checked here)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+
+
+def _run(*argv: str) -> str:
+    proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_bench_modes_prints_every_section():
+    out = _run("benchmarks/bench_modes.py", "--config", "configs/iter_x4_tiny.json", "--size", "16", "--runs", "2",
+               "--agreement_size", "32", "--growth", "16,32")
+    assert "CPU: torch CPU kernels:" in out and "--dtype auto here:" in out
+    assert "| fp32 (exact) |" in out and "| fp32 + int8 linear |" in out
+    assert "## agreement with our fp32" in out and "## growth with the input side" in out
+    assert out.count("| iter_x4_tiny, fp32 |") == 2
+
+
+def test_bench_default_path_runs_each_method_in_its_own_process():
+    out = _run("benchmarks/bench_default_path.py", "--size", "32x24", "--skip", "realesrgan")
+    assert "bicubic" in out and "iter " in out and "iter / bicubic:" in out and "peak RSS" in out
