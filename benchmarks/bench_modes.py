@@ -93,6 +93,35 @@ def part_timers(model, parts: dict[str, str]) -> dict[str, float]:
     return spent
 
 
+def flops_per_call(pipe: ITERPipeline, side: int) -> dict[str, float]:
+    """Floating-point operations of one call of each network on a ``side``² input (torch's FlopCounterMode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    height, width = pipe.padded_size(side, side)
+    grid = (1, height // pipe.encoder.pixels_per_token, width // pipe.encoder.pixels_per_token)
+    tokens, mask = torch.zeros(grid, dtype=torch.long), torch.ones(grid)
+    calls = {"E_l": lambda: pipe.encoder(torch.zeros(1, 3, height, width)),
+             "φ_e": lambda: pipe.evaluator(tokens, tokens),
+             "φ_r": lambda: pipe.refiner(tokens, tokens, visible_mask=mask, trusted_mask=mask),
+             "decoder": lambda: pipe.vqvae.decode(tokens)}
+    flops = {}
+    for name, call in calls.items():
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            call()
+        flops[name] = counter.get_total_flops()
+    return flops
+
+
+def matmul_ceiling(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of a large fp32 matrix product here: what the token networks' Linear layers could reach."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - started) / 1e9
+
+
 # ---------------------------------------------------------------------------------------------- the models
 def paper_size_pipeline(config_path: Path = PAPER_CONFIG) -> ITERPipeline:
     """The paper's x4 architecture (or another ``configs/`` file) with random weights, seed 0."""
@@ -210,6 +239,12 @@ def speed(args) -> None:
     if official is not None:
         gap = (outputs["official fp32"] - outputs["fp32 (exact)"]).abs().max().item()
         print(f"\nmax |official − ours fp32| = {gap:.2e}")
+    flops = flops_per_call(pipe, args.size)
+    calls = {"E_l": 1, "φ_e": 8, "φ_r": 8, "decoder": 1}  # T = 8, every step run (random weights)
+    achieved = ", ".join(f"{name} {flops[name] * calls[name] / parts['fp32 (exact)'][name] / 1e9:.0f}"
+                         for name in PARTS if parts["fp32 (exact)"].get(name))
+    print(f"our fp32 GFLOP/s per network: {achieved}; a 2048² fp32 matmul here: {matmul_ceiling():.0f} GFLOP/s "
+          f"(GFLOP per call: {', '.join(f'{k} {v / 1e9:.0f}' for k, v in flops.items())})")
     print(f"(speed-up: over {'the official fp32 run' if official is not None else 'our fp32 run'}; "
           "compiled: best of the runs after the first)")
 

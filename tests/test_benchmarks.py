@@ -25,3 +25,9 @@ def test_bench_modes_prints_every_section():
 def test_bench_default_path_runs_each_method_in_its_own_process():
     out = _run("benchmarks/bench_default_path.py", "--size", "32x24", "--skip", "realesrgan")
     assert "bicubic" in out and "iter " in out and "iter / bicubic:" in out and "peak RSS" in out
+
+
+def test_gpu_check_dry_run_on_the_cpu():
+    """The prepared GPU script runs end to end (here on the CPU, tiny sizes), so a lent GPU is not spent on bugs."""
+    out = _run("benchmarks/gpu_check.py", "--device", "cpu", "--size", "16", "--dtypes", "bfloat16", "--runs", "1")
+    assert "bfloat16  finite outputs: True" in out and "## speed on cpu" in out

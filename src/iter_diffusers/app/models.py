@@ -12,6 +12,7 @@ from huggingface_hub import metadata_load
 from ..cli.upscale import DEFAULT_MODEL
 from ..official import OfficialWeightsError, official_pipeline_path
 from ..pipelines import ITERPipeline
+from ..pipelines.acceleration import optimize_pipeline
 from .speed import SpeedMeter, calibrate
 
 BUNDLED = "Bundled demo model (×4, small, runs on a CPU)"
@@ -90,13 +91,15 @@ def default_device() -> torch.device:
 
 
 def load_model(source: Path, device: torch.device, name: str | None = None) -> LoadedModel:
-    """Load the pipeline in ``source`` onto ``device`` and measure its speed there."""
+    """Load the pipeline in ``source`` onto ``device``, in the device's fast mode (as ``iter-sr --dtype auto``),
+    and measure its speed there."""
     try:
         pipe = ITERPipeline.from_pretrained(source).to(device)
     except Exception as error:
         raise ModelError(f"Cannot load the pipeline in {source}: {' '.join(str(error).split())[:300]}") from None
     if not isinstance(pipe, ITERPipeline):
         raise ModelError(f"{source} holds a {type(pipe).__name__}, not an ITER pipeline.")
+    optimize_pipeline(pipe, "auto")
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(pipe, name or f"`{source}`", read_licence(source), calibrate(pipe))
 

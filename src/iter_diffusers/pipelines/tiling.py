@@ -114,7 +114,7 @@ def run_tiled(lq: torch.Tensor, restore: Callable[[torch.Tensor, list[int]], tor
         crops = torch.cat([lq[:, :, t.py0 : t.py1, t.px0 : t.px1] for t in (tiles[k] for k in batch)])
         for k, result in zip(batch, restore(crops, batch)):
             _paste(out, weight, result[None], tiles[k], height, width, tile_padding, scale)
-    return out if weight is None else out / weight.clamp(min=1e-12)
+    return out if weight is None else out.div_(weight.clamp_(min=1e-12))  # in place: full-size buffers are large
 
 
 def _paste(out, weight, result, t: Tile, height: int, width: int, tile_padding: int, scale: int) -> None:
