@@ -198,7 +198,7 @@ def test_restore_gives_one_view_per_executed_step(demo_model, lq_32, alpha):
 
 
 def test_restore_tiles_what_does_not_fit_without_the_per_step_view(demo_model, lq_32, monkeypatch):
-    monkeypatch.setattr(demo_model.pipe, "auto_tile_shape", lambda height, width, padding: (16, 16))
+    monkeypatch.setattr(demo_model.pipe, "auto_tile_shape", lambda height, width, padding, batch=1: (16, 16))
     reports = []
     restoration = restore(demo_model, read_upload(lq_32), Settings(num_inference_steps=2),
                           lambda *report: reports.append(report))
