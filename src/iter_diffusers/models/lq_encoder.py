@@ -60,8 +60,7 @@ class ITERDistortionRemovalEncoder(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(
-        self,
-        scale_factor: int = 4, vq_scale_factor: int = 8,  # s, and the VQGAN's pixels per token
+        self, scale_factor: int = 4, vq_scale_factor: int = 8,  # s, and the VQGAN's pixels per token
         in_channels: int = 3,
         base_channels: int = 64, blocks_per_stage: int = 2,  # the residual downsampling stages
         feature_dim: int = 128,
