@@ -232,9 +232,9 @@ class ITERPipeline(DiffusionPipeline):
         images = apply_color_fix(images, lq, *color_fix)
         return _RunResult(images, tokens, step_tokens or None, step_masks or None)
 
-    def _run_groups(self, images, generators, groups, tile_for, tiling_args, run_kwargs) -> list:
+    def _run_groups(self, images, generators, groups, tile_for, tiles: tiling.TileSettings, run_kwargs) -> list:
         """Every image's :class:`_RunResult`: tiled images one by one, same-size untiled ones as batches."""
-        runs = sum(tiling.num_runs(images[m[0]], tile_for[m[0]], tiling_args[0], tiling_args[2])
+        runs = sum(tiling.num_runs(images[m[0]], tile_for[m[0]], tiles.padding, tiles.batch_size)
                    if key[0] == "tile" else 1 for key, m in groups.items())
         results: list = [None] * len(images)
         with self.progress_bar(total=runs * run_kwargs["num_inference_steps"]) as progress_bar:
@@ -242,7 +242,7 @@ class ITERPipeline(DiffusionPipeline):
             for key, members in groups.items():
                 if key[0] == "tile":
                     n = members[0]
-                    sr = self._run_tiled(images[n][None], generators[n], tile_for[n], *tiling_args, run_kwargs)
+                    sr = self._run_tiled(images[n][None], generators[n], tile_for[n], *tiles, run_kwargs)
                     results[n] = _RunResult(images=sr, tokens=None)
                     continue
                 run = self._run(torch.stack([images[n] for n in members]), [generators[n] for n in members],
@@ -356,8 +356,8 @@ class ITERPipeline(DiffusionPipeline):
                           token_temperature=token_temperature, mask_temperature=mask_temperature, color_fix=color_fix,
                           return_intermediates=return_intermediates, callback_on_step_end=callback_on_step_end,
                           callback_on_step_end_tensor_inputs=tensor_inputs)
-        results = self._run_groups(images, generators, groups, tile_for, (tile_padding, tile_blending, tile_batch_size),
-                                   run_kwargs)
+        tiles = tiling.TileSettings(tile_padding, tile_blending, tile_batch_size)
+        results = self._run_groups(images, generators, groups, tile_for, tiles, run_kwargs)
         output = self._format(results, output_type, return_intermediates, images, color_fix)
         self.maybe_free_model_hooks()
         return ITERPipelineOutput(*output) if return_dict else output

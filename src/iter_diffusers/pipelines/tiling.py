@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -55,6 +56,14 @@ def fewest_equal_tiles(height: int, width: int, tile_padding: int, max_pixels: i
         shape = (tile_h, math.ceil(width / low))
         best = min(best or (math.inf,), (rows * low, run_pixels(*shape), shape))
     return None if best is None else best[2]
+
+
+class TileSettings(NamedTuple):
+    """How a call tiles: LQ pixels of context, blending (else centres are pasted), tiles per run."""
+
+    padding: int
+    blending: bool
+    batch_size: int
 
 
 @dataclass(frozen=True)
