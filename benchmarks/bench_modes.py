@@ -82,14 +82,25 @@ def _rss() -> int:
 def part_timers(model, parts: dict[str, str]) -> dict[str, float]:
     """Forward hooks adding up the seconds spent in each named submodule; returns the (live) totals."""
     spent: dict[str, float] = defaultdict(float)
+
+    def timer(label: str):
+        started = 0.0
+
+        def before(module, args):
+            nonlocal started
+            started = time.perf_counter()
+
+        def after(module, args, output):
+            spent[label] += time.perf_counter() - started
+
+        return before, after
+
     for label, path in parts.items():
-        module = model
-        for name in path.split("."):
-            module = getattr(module, name)
-        started = {}
-        module.register_forward_pre_hook(lambda m, a, label=label, started=started: started.update(t=time.perf_counter()))
-        module.register_forward_hook(
-            lambda m, a, o, label=label, started=started: spent.__setitem__(label, spent[label] + time.perf_counter() - started["t"]))
+        before, after = timer(label)
+        component, _, inner = path.partition(".")  # a pipeline is not a Module: its components are
+        module = getattr(model, component).get_submodule(inner)
+        module.register_forward_pre_hook(before)
+        module.register_forward_hook(after)
     return spent
 
 
@@ -306,7 +317,8 @@ def main():
         torch.set_num_threads(args.threads)
     auto = choose_mode("cpu")
     print(f"CPU: {cpu_capabilities()}")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; --dtype auto here: {auto.name} ({auto.reason})")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"--dtype auto here: {auto.name} ({auto.reason})")
     sections = set(args.sections.split(","))
     if "speed" in sections:
         speed(args)
