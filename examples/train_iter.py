@@ -42,6 +42,7 @@ from iter_diffusers import (
     ITERPipeline,
     ITERRefinementTransformer,
     ITERTokenEvaluator,
+    ITERUpsamplingEncoder,
     ITERVQModel,
     MaskedTokenScheduler,
 )
@@ -71,6 +72,7 @@ COMPONENT_CLASSES = {
     "refiner": ITERRefinementTransformer,
     "discriminator": UNetDiscriminatorSN,
 }
+ENCODER_CLASSES = {cls.__name__: cls for cls in (ITERDistortionRemovalEncoder, ITERUpsamplingEncoder)}
 LQ_COMPONENTS = ("encoder", "evaluator", "refiner")
 SECRET_ARGS = ("hub_token",)  # never logged, tracked or written to a card
 
@@ -87,6 +89,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                             "(vqvae, encoder, evaluator, refiner, scheduler, discriminator)")
     group.add_argument("--train_components", default="encoder,evaluator,refiner",
                        help="lq stage: which of encoder,evaluator,refiner to train (the others stay frozen)")
+    group.add_argument("--encoder_from_vqgan", action="store_true",
+                       help="lq stage: replace E_l by an ITERUpsamplingEncoder initialised from the VQGAN (its encoder "
+                            "on the bicubic upscale, a head scoring codebook distances); not the official E_l")
 
 
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -155,6 +160,12 @@ def _add_loss_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--encoder_embedding_weight", type=float, default=0.0,
                        help="addition: weight of the squared distance between E_l's softmax-expected code vector "
                             "and the true one, so near-miss codes are preferred (not in the official recipe). 0: off")
+    group.add_argument("--encoder_token_ce_weight", type=float, default=1.0,
+                       help="weight of E_l's token cross-entropy (official: 1). 0 drops it, e.g. when the latent loss "
+                            "trains an E_l started from the VQGAN")
+    group.add_argument("--encoder_latent_weight", type=float, default=0.0,
+                       help="addition: weight of the squared distance between E_l's latents and the VQGAN's latents of "
+                            "the HQ image (needs --encoder_from_vqgan or a pipeline with an ITERUpsamplingEncoder). 0: off")
     group.add_argument("--codebook_beta", type=float, default=None, help="vqgan stage: override the VQ β (0.25)")
     group.add_argument("--codebook_restart_steps", type=int, default=0,
                        help="vqgan stage: every N steps, restart codes unused since the last restart with batch "
@@ -202,10 +213,22 @@ def parse_args(argv=None):
     unknown = set(args.train_components) - set(LQ_COMPONENTS)
     if unknown:
         p.error(f"--train_components: unknown {sorted(unknown)}; choose from {LQ_COMPONENTS}")
+    if args.encoder_from_vqgan and args.stage != "lq":
+        p.error("--encoder_from_vqgan belongs to the lq stage (it needs a trained VQGAN)")
     return args
 
 
 # ------------------------------------------------------------------------------------------------ models
+def saved_encoder_class(args) -> type:
+    """The E_l class that the starting pipeline's model_index.json names (either of the two E_l designs)."""
+    index = ITERPipeline.load_config(args.pretrained_model_name_or_path, revision=args.revision)
+    class_name = index.get("encoder", [None, None])[1]
+    if class_name not in ENCODER_CLASSES:
+        raise SystemExit(f"error: unknown E_l class {class_name!r} in {args.pretrained_model_name_or_path}; "
+                         f"expected one of {sorted(ENCODER_CLASSES)}")
+    return ENCODER_CLASSES[class_name]
+
+
 def load_components(args) -> dict:
     """Every pipeline component: from the starting pipeline when given, else built from --model_config."""
     configs = json.loads(Path(args.model_config).read_text()) if args.model_config else {}
@@ -214,10 +237,12 @@ def load_components(args) -> dict:
         if name == "discriminator":
             continue
         if args.pretrained_model_name_or_path and name not in configs:
+            cls = saved_encoder_class(args) if name == "encoder" else cls
             components[name] = cls.from_pretrained(args.pretrained_model_name_or_path, subfolder=name,
                                                    revision=args.revision)
         elif name in configs:
-            components[name] = cls(**configs[name])
+            cls = ENCODER_CLASSES.get(configs[name].get("_class_name"), cls) if name == "encoder" else cls
+            components[name] = cls(**{k: v for k, v in configs[name].items() if not k.startswith("_")})
         else:
             raise SystemExit(f"error: no config for {name!r}: give it in --model_config or start from a pipeline")
     if args.pretrained_model_name_or_path and "scheduler" not in configs:
@@ -225,6 +250,9 @@ def load_components(args) -> dict:
                                                                        subfolder="scheduler", revision=args.revision)
     else:
         components["scheduler"] = MaskedTokenScheduler(**configs.get("scheduler", {}))
+    if args.encoder_from_vqgan:
+        components["encoder"] = ITERUpsamplingEncoder.from_vqgan(components["vqvae"],
+                                                                 components["encoder"].config.scale_factor)
     if args.stage == "vqgan" and args.codebook_beta is not None:
         components["vqvae"].quantize.beta = args.codebook_beta
         components["vqvae"].register_to_config(commitment_beta=args.codebook_beta)
@@ -432,7 +460,8 @@ def generator_step(run: TrainingRun, hq: torch.Tensor, lq: torch.Tensor, global_
                 run.components["vqvae"], *(run.trained.get(n, run.components[n]) for n in LQ_COMPONENTS),
                 run.components["scheduler"], lq, hq, train=tuple(run.trained), perceptual=run.perceptual,
                 perceptual_weight=args.perceptual_weight, encoder_pixel_loss=args.encoder_pixel_loss,
-                pixel_weight=args.l1_weight, embedding_weight=args.encoder_embedding_weight, decode_refined=gan_on)
+                pixel_weight=args.l1_weight, embedding_weight=args.encoder_embedding_weight, decode_refined=gan_on,
+                token_ce_weight=args.encoder_token_ce_weight, latent_weight=args.encoder_latent_weight)
             if gan_on and fake is not None:  # no image when φ_r is not trained
                 terms["gan_g"] = args.gan_weight * generator_hinge_loss(discriminator(fake))
                 loss = loss + terms["gan_g"]
@@ -695,11 +724,15 @@ def losses_summary(args, commitment_beta: float) -> str:
         weighted = [(f"VQ (β {commitment_beta})", 1), ("L1", args.l1_weight), ("perceptual", args.perceptual_weight),
                     ("1 − SSIM", args.ssim_weight), (f"hinge GAN from step {args.gan_start_step}", args.gan_weight)]
     else:
-        weighted = [("token CE (E_l)", 1), ("refinement CE (φ_r)", 1), ("class-balanced CE + mask CE (φ_e)", 1),
-                    ("perceptual through the decoder", args.perceptual_weight),
-                    ("E_l pixel L1", args.l1_weight if args.encoder_pixel_loss else 0),
-                    ("E_l expected-embedding distance", args.encoder_embedding_weight),
-                    ("hinge GAN", args.gan_weight if args.lq_gan else 0)]
+        trains = set(args.train_components)
+        encoder = [("token CE (E_l)", args.encoder_token_ce_weight),
+                   ("E_l pixel L1", args.l1_weight if args.encoder_pixel_loss else 0),
+                   ("E_l expected-embedding distance", args.encoder_embedding_weight),
+                   ("E_l latent regression", args.encoder_latent_weight)]
+        refiner = [("refinement CE (φ_r)", 1), ("perceptual through the decoder", args.perceptual_weight),
+                   ("hinge GAN", args.gan_weight if args.lq_gan else 0)]
+        weighted = [*(encoder if "encoder" in trains else []), *(refiner if "refiner" in trains else []),
+                    *([("class-balanced CE + mask CE (φ_e)", 1)] if "evaluator" in trains else [])]
     return ", ".join(name if weight == 1 else f"{name} × {weight}" for name, weight in weighted if weight)
 
 

@@ -5,7 +5,7 @@
         --run data_cache/demo_run --data data_cache/demo_dataset_512 --eval data_cache/demo_eval.json
 
 The card states the data (sources and licences, from the data set's ``metadata.jsonl``), the recipe and time of
-both training stages (their ``README.md`` and ``training_summary.json``), the measured quality (the JSON of
+the three training stages (their ``README.md`` and ``training_summary.json``), the measured quality (the JSON of
 ``scripts/evaluate_demo_model.py``) and the licence. Its figures are read from those records, not typed by hand.
 """
 
@@ -82,7 +82,7 @@ def sampling_defaults(pipe) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the bundled pipeline folder (the card is written into it)")
-    parser.add_argument("--run", required=True, help="the training folder, with vqgan/ and lq/ stage outputs")
+    parser.add_argument("--run", required=True, help="the training folder, with the vqgan/, encoder/ and lq/ stages")
     parser.add_argument("--data", required=True, help="the data set folder (train/ and val/ with metadata.jsonl)")
     parser.add_argument("--eval", required=True, help="JSON written by scripts/evaluate_demo_model.py --json")
     args = parser.parse_args()
@@ -93,16 +93,17 @@ def main():
     data, licences, images = data_summary(Path(args.data))
     params = sum(p.numel() for part in (pipe.vqvae, pipe.encoder, pipe.evaluator, pipe.refiner)
                  for p in part.parameters()) / 1e6
-    summaries = {stage: read_json(run / stage / "training_summary.json") for stage in ("vqgan", "lq")}
+    summaries = {stage: read_json(run / stage / "training_summary.json") for stage in ("vqgan", "encoder", "lq")}
     minutes = sum(s["steps"] * s["seconds_per_step"] for s in summaries.values()) / 60
     training = {
         "data": data,
         "stage I (Swin-VQGAN, 128-px HQ crops)": stage_record(run / "vqgan", summaries["vqgan"]),
-        "stages II/III (E_l, φ_e, φ_r; 128-px HQ crops, LQ from the light BSRGAN pipeline)":
-            stage_record(run / "lq", summaries["lq"]),
+        "stage II (E_l from the VQGAN, latent regression; 128-px HQ crops, LQ from the light BSRGAN pipeline)":
+            stage_record(run / "encoder", summaries["encoder"]),
+        "stage III (φ_e, φ_r on the frozen E_l; same crops and LQ)": stage_record(run / "lq", summaries["lq"]),
         "sampling defaults": f"{sampling_defaults(pipe)}; chosen on the tuning photos, never on the held-out ones",
         "total training time": f"{minutes:.0f} min on a 2-core CPU (no GPU)",
-        "reproduce": "`bash scripts/train_demo_model.sh` (data, both stages, bundling, evaluation, this card)",
+        "reproduce": "`bash scripts/train_demo_model.sh` (data, the three stages, bundling, evaluation, this card)",
     }
     table = evaluation["table"] + (
         "\n\nHeld-out photos centre-cropped to ≤ 512 px and degraded ×4 by the `heldout` chain (blur, bicubic, noise, "

@@ -355,7 +355,9 @@ def test_page_upscales_an_upload_in_chromium(browser, app_url, demo_model, lq_32
         demo_model.pipe(read_upload(lq_32).rgb, num_inference_steps=steps, tile_size=None)
     gallery = browser.find_elements("css selector", "#steps img[alt^='Step ']")
     assert len(gallery) == len(calls)
-    assert f"{len(calls)} of {steps} refinement steps ran" in _text(browser, "summary")
+    # the bundled model's α = 0 trusts every token, so no step runs by default; either way the page says how many
+    expected = f"{len(calls)} of {steps} refinement steps ran" if calls else f"none of the {steps} steps ran"
+    assert expected in _text(browser, "summary")
 
     assert _external_requests(browser, app_url.split("//", 1)[1]) == []  # works offline
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iter_diffusers import ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITERTokenEvaluator, ITERVQModel
+from iter_diffusers import (ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITERTokenEvaluator,
+                            ITERUpsamplingEncoder, ITERVQModel)
 
 K = 16  # codebook size of the tiny models
 SWIN = dict(swin_num_groups=1, swin_depth=2, swin_num_heads=2, swin_window_size=4, mlp_ratio=2.0)
@@ -30,6 +31,11 @@ def tiny_encoder(scale: int):
         scale_factor=scale, base_channels=8, blocks_per_stage=1, feature_dim=16, num_vq_embeddings=K, norm_num_groups=4,
         **SWIN,
     )
+
+
+def tiny_upsampling_encoder():
+    """x2 E_l on the tiny 4× VQGAN: 2 LQ pixels per token, like the x4 models on an 8× VQGAN."""
+    return ITERUpsamplingEncoder.from_vqgan(tiny_vq(), scale_factor=2)
 
 
 def tiny_evaluator():
@@ -61,6 +67,9 @@ CASES = {
     ),
     "encoder_x2": (
         lambda: tiny_encoder(2), lambda: {"sample": torch.rand(2, 3, 16, 32, generator=gen(5))}, (2, K, 4, 8), "logits"
+    ),
+    "upsampling_encoder": (
+        tiny_upsampling_encoder, lambda: {"sample": torch.rand(2, 3, 8, 16, generator=gen(5))}, (2, K, 4, 8), "logits"
     ),
     "evaluator": (tiny_evaluator, lambda: token_inputs(False), (2, 2, 4, 8), "logits"),
     "refiner": (tiny_refiner, lambda: token_inputs(True), (2, K, 4, 8), "logits"),
@@ -290,6 +299,32 @@ def test_encoder_scale_validation_and_geometry():
     assert tiny_encoder(2).pixels_per_token == 4 and tiny_encoder(2).pad_multiple == 16
     with pytest.raises(ValueError, match="scale_factor"):
         ITERDistortionRemovalEncoder(scale_factor=3)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_upsampling_encoder_starts_as_the_vqgan_on_the_bicubic_upscale(temperature):
+    """from_vqgan: softmax(logits) = softmax(−‖z − e_k‖² / τ) for the VQGAN's latents z of the bicubic ×s image,
+    so the argmax is the VQGAN's own tokenisation of it."""
+    vq = tiny_vq().eval()
+    with torch.no_grad():  # a codebook spread like a trained one, not the init's ±1/K
+        vq.quantize.embedding.weight.normal_(generator=gen(7))
+    encoder = ITERUpsamplingEncoder.from_vqgan(vq, scale_factor=2, temperature=temperature).eval()
+    lq = torch.rand(2, 3, 8, 16, generator=gen(8))
+    upscaled = F.interpolate(lq, scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)
+    with torch.no_grad():
+        logits = encoder(lq).logits
+        latents = vq.encode(upscaled).latents
+    distances = ((latents[:, None] - vq.quantize.embedding.weight[None, :, :, None, None]) ** 2).sum(2)
+    torch.testing.assert_close(logits.softmax(1), (-distances / temperature).softmax(1), atol=1e-5, rtol=1e-4)
+    assert torch.equal(logits.argmax(1), vq.quantize.indices(latents))
+    assert encoder.pixels_per_token == 2 and encoder.pad_multiple == 8
+
+
+def test_upsampling_encoder_config_validation():
+    with pytest.raises(ValueError, match="does not match the 3 ×2 downsamplings"):
+        ITERUpsamplingEncoder(vq_scale_factor=4)
+    with pytest.raises(ValueError, match="must divide"):
+        ITERUpsamplingEncoder(scale_factor=3)
 
 
 # ---------------------------------------------------------------------------------------------- window-size errors

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from iter_diffusers import (ITERDistortionRemovalEncoder, ITERPipeline, ITERRefinementTransformer, ITERTokenEvaluator,
-                            ITERVQModel, MaskedTokenScheduler)
+                            ITERUpsamplingEncoder, ITERVQModel, MaskedTokenScheduler)
 from iter_diffusers.training.objectives import lq_stage_losses, vqgan_losses
 
 ROOT = Path(__file__).parents[1]
@@ -70,6 +70,32 @@ def test_lq_stage_trains_resumes_exactly_and_writes_a_loadable_pipeline(converte
     pipe.set_progress_bar_config(disable=True)
     out = pipe(torch.rand(1, 3, 20, 24), generator=torch.Generator().manual_seed(0), output_type="pt").images
     assert out.shape == (1, 3, 80, 96)
+
+
+def test_encoder_from_vqgan_trains_saves_and_resumes_as_an_upsampling_encoder(converted_dir, photos, tmp_path):
+    """--encoder_from_vqgan: E_l becomes an ITERUpsamplingEncoder started from the VQGAN; the saved pipeline names
+    that class, loads, runs, and a later run started from it keeps it (and its trained weights)."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    launch("--stage", "lq", *common(converted_dir, photos, first, 2), "--encoder_from_vqgan",
+           "--encoder_embedding_weight", 1)
+    index = json.loads((first / "model_index.json").read_text())
+    assert index["encoder"] == ["iter_diffusers.models.upsampling_encoder", "ITERUpsamplingEncoder"]
+    start = ITERUpsamplingEncoder.from_vqgan(ITERVQModel.from_pretrained(converted_dir, subfolder="vqvae"), 4)
+    trained = _weights(first, "encoder")
+    assert trained.keys() == start.state_dict().keys()
+    assert any(not torch.equal(trained[k], v) for k, v in start.state_dict().items()), "E_l was not trained"
+    pipe = ITERPipeline.from_pretrained(first)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(torch.rand(1, 3, 20, 24), generator=torch.Generator().manual_seed(0), output_type="pt").images
+    assert out.shape == (1, 3, 80, 96)
+    launch("--stage", "lq", *common(first, photos, second, 1), "--train_components", "evaluator")
+    assert all(torch.equal(trained[k], v) for k, v in _weights(second, "encoder").items())
+
+
+def test_encoder_from_vqgan_belongs_to_the_lq_stage(photos, tmp_path):
+    result = launch("--stage", "vqgan", "--model_config", TINY_CONFIG, "--train_data_dir", photos, "--output_dir",
+                    tmp_path, "--encoder_from_vqgan", check=False)
+    assert result.returncode != 0 and "--encoder_from_vqgan belongs to the lq stage" in result.stderr
 
 
 @pytest.mark.parametrize("stage,extra,stop,total", [
@@ -223,6 +249,31 @@ def test_encoder_pixel_loss_switch_controls_the_encoder_gradient():
     assert enc.conv_out.weight.grad is not None and enc.conv_out.weight.grad.abs().sum() > 0
 
 
+def test_latent_loss_replaces_the_token_ce_for_an_encoder_started_from_the_vqgan():
+    """--encoder_token_ce_weight 0 --encoder_latent_weight w: E_l learns only from the distance of its latents to the
+    VQGAN's latents of the HQ image (normalised by the codebook variance); the head gets no gradient, so it keeps
+    scoring codebook distances. An official E_l has no latents and is refused with a clear error."""
+    from iter_diffusers.training.objectives import latent_regression_loss
+
+    vq, enc, ev, rf = (_tiny(n) for n in ("vqvae", "encoder", "evaluator", "refiner"))
+    up = ITERUpsamplingEncoder.from_vqgan(vq, 4)
+    hq = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    lq = torch.nn.functional.avg_pool2d(hq, 4)
+    _, terms, _ = lq_stage_losses(vq, up, ev, rf, MaskedTokenScheduler(), lq, hq, train=("encoder",),
+                                  token_ce_weight=0, latent_weight=2.0)
+    assert set(terms) == {"encoder_latent", "token_accuracy"}
+    with torch.no_grad():
+        latents = up(lq).latents
+        expected = ((latents - vq.encode(hq).latents) ** 2).mean() / vq.quantize.embedding.weight.var(0).mean()
+    torch.testing.assert_close(terms["encoder_latent"], 2.0 * expected)
+    terms["encoder_latent"].backward()
+    assert up.head.weight.grad is None and up.encoder.conv_in.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no latents to regress"):
+        lq_stage_losses(vq, enc, ev, rf, MaskedTokenScheduler(), lq, hq, train=("encoder",), latent_weight=1.0)
+    with pytest.raises(ValueError, match="no latents to regress"):
+        latent_regression_loss(None, latents, vq.quantize.embedding.weight)
+
+
 def test_dead_code_restarts_revive_unused_codes():
     from iter_diffusers.training.codebook import DeadCodeRestarter
 
@@ -323,8 +374,8 @@ def test_ground_truth_tokens_do_not_depend_on_mixed_precision(converted_dir):
     scheduler = MaskedTokenScheduler.from_pretrained(converted_dir, subfolder="scheduler")
     hq = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     lq = torch.nn.functional.interpolate(hq, scale_factor=0.25, mode="area")
-    seen, search = [], vqvae.encode_to_indices
-    vqvae.encode_to_indices = lambda x: seen.append(search(x)) or seen[-1]
+    seen, search = [], vqvae.quantize.indices
+    vqvae.quantize.indices = lambda z: seen.append(search(z)) or seen[-1]
     lq_stage_losses(vqvae, *nets, scheduler, lq, hq)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         lq_stage_losses(vqvae, *nets, scheduler, lq, hq)

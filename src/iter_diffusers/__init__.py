@@ -15,6 +15,7 @@ from .models import (
     ITERRefinementTransformer,
     ITERTokenEvaluator,
     ITERTokenTransformer,
+    ITERUpsamplingEncoder,
     ITERVQModel,
 )
 from .official import load_official_pipeline
@@ -34,6 +35,7 @@ __all__ = [
     "ITERRefinementTransformer",
     "ITERTokenEvaluator",
     "ITERTokenTransformer",
+    "ITERUpsamplingEncoder",
     "ITERVQModel",
     "MaskedTokenScheduler",
     "MaskedTokenSchedulerOutput",

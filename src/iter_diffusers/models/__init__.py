@@ -2,16 +2,19 @@
 
 from .discriminator import UNetDiscriminatorSN
 from .lq_encoder import ITERDistortionRemovalEncoder
-from .outputs import ITERLogitsOutput
+from .outputs import ITERLatentLogitsOutput, ITERLogitsOutput
+from .upsampling_encoder import ITERUpsamplingEncoder
 from .token_networks import ITERRefinementTransformer, ITERTokenEvaluator, ITERTokenTransformer
 from .vqgan import ITERVQModel, VectorQuantizer
 
 __all__ = [
     "ITERDistortionRemovalEncoder",
+    "ITERLatentLogitsOutput",
     "ITERLogitsOutput",
     "ITERRefinementTransformer",
     "ITERTokenEvaluator",
     "ITERTokenTransformer",
+    "ITERUpsamplingEncoder",
     "ITERVQModel",
     "UNetDiscriminatorSN",
     "VectorQuantizer",

@@ -1,4 +1,4 @@
-"""The output of every ITER network that scores token positions (E_l, φ_e, φ_r)."""
+"""The outputs of the ITER networks that score token positions (E_l, φ_e, φ_r)."""
 
 from __future__ import annotations
 
@@ -14,3 +14,11 @@ class ITERLogitsOutput(BaseOutput):
     argmax is S_l) and φ_r, over (wrong, right) for φ_e."""
 
     logits: torch.Tensor
+
+
+@dataclass
+class ITERLatentLogitsOutput(ITERLogitsOutput):
+    """``logits`` as :class:`ITERLogitsOutput`, and the ``latents`` (B, C, h, w) they score against the codebook
+    (E_l designs that work in the VQGAN's latent space, whose latents the training can regress)."""
+
+    latents: torch.Tensor | None = None

@@ -10,7 +10,8 @@ from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 
-from ..models import ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITERTokenEvaluator, ITERVQModel
+from ..models import (ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITERTokenEvaluator,
+                      ITERUpsamplingEncoder, ITERVQModel)
 from ..schedulers import MaskedTokenScheduler
 from . import tiling
 from .checks import check_call_arguments, check_color_fix, check_components, resolve_color_fix
@@ -59,7 +60,9 @@ class ITERPipeline(DiffusionPipeline):
 
     Components:
         vqvae ([`ITERVQModel`]): the frozen HQ Swin-VQGAN; its codebook and decoder render tokens.
-        encoder ([`ITERDistortionRemovalEncoder`]): E_l, LQ image -> codebook logits; argmax = S_l.
+        encoder ([`ITERDistortionRemovalEncoder`] or [`ITERUpsamplingEncoder`]): E_l, LQ image -> codebook
+            logits; argmax = S_l. The first is the official design; the second encodes the bicubic upscale with
+            the VQGAN encoder's architecture (the bundled demo model's).
         evaluator ([`ITERTokenEvaluator`]): φ_e, judges which tokens are right.
         refiner ([`ITERRefinementTransformer`]): φ_r, re-predicts the masked tokens given S_l.
         scheduler ([`MaskedTokenScheduler`]): the masked-token schedule and sampler.
@@ -77,7 +80,7 @@ class ITERPipeline(DiffusionPipeline):
     def __init__(
         self,
         vqvae: ITERVQModel,
-        encoder: ITERDistortionRemovalEncoder,
+        encoder: ITERDistortionRemovalEncoder | ITERUpsamplingEncoder,
         evaluator: ITERTokenEvaluator,
         refiner: ITERRefinementTransformer,
         scheduler: MaskedTokenScheduler,

@@ -13,7 +13,9 @@ Two official behaviours are reproduced by default and can be switched off (see t
 * the perceptual loss is averaged over ``cat[E_l output, φ_r output]``; only the φ_r half has a gradient, so
   φ_r's perceptual term carries weight ½ (``perceptual_weight / 2``) unless ``encoder_pixel_loss`` is on.
 
-One addition, off by default: ``embedding_weight > 0`` adds :func:`expected_embedding_loss` for E_l.
+Additions for E_l, off by default: ``embedding_weight > 0`` adds :func:`expected_embedding_loss`;
+``latent_weight > 0`` adds :func:`latent_regression_loss` (E_l designs with latents, such as
+:class:`~iter_diffusers.models.ITERUpsamplingEncoder`); ``token_ce_weight`` scales (or, at 0, drops) the token CE.
 """
 
 from __future__ import annotations
@@ -48,9 +50,23 @@ def expected_embedding_loss(quantizer, logits: torch.Tensor, gt_tokens: torch.Te
     return F.mse_loss(expected, target) / codebook.var(dim=0).mean().clamp_min(1e-12)
 
 
+def latent_regression_loss(latents: torch.Tensor | None, hq_latents: torch.Tensor, codebook: torch.Tensor,
+                           ) -> torch.Tensor:
+    """Squared distance between E_l's latents of the LQ image and the VQGAN's latents of the HQ image.
+
+    Divided by the codebook's per-dimension variance, like :func:`expected_embedding_loss`. It moves E_l's latents
+    (and so their nearest codes) towards the HQ image's without re-weighting the codes against each other.
+    """
+    if latents is None:
+        raise ValueError("this E_l has no latents to regress: the latent loss needs an E_l that outputs them "
+                         "(ITERUpsamplingEncoder, e.g. from --encoder_from_vqgan)")
+    return F.mse_loss(latents.float(), hq_latents.float()) / codebook.detach().float().var(dim=0).mean().clamp_min(1e-12)
+
+
 def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, train=("encoder", "evaluator", "refiner"),
                     perceptual=None, perceptual_weight: float = 1.0, encoder_pixel_loss: bool = False,
                     pixel_weight: float = 1.0, embedding_weight: float = 0.0, decode_refined: bool = False,
+                    token_ce_weight: float = 1.0, latent_weight: float = 0.0,
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
     """Losses of the LQ stage for one batch. Returns (total, named terms for logging, φ_r's decoded image).
 
@@ -60,11 +76,18 @@ def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, tr
     # The ground truth in the VQGAN's own precision whatever the autocast: bf16/fp16 latents move near-tied
     # tokens, and every loss below is measured against these.
     with torch.no_grad(), torch.autocast(hq.device.type, enabled=False):
-        gt_tokens = vqvae.encode_to_indices(hq.to(vqvae.dtype))
+        hq_latents = vqvae.encode(hq.to(vqvae.dtype)).latents
+        gt_tokens = vqvae.quantize.indices(hq_latents)
     terms: dict[str, torch.Tensor] = {}
-    logits = encoder(lq).logits
+    encoded = encoder(lq)
+    logits = encoded.logits
     if "encoder" in train:
-        terms["token_ce"] = _token_ce(logits, gt_tokens)
+        if token_ce_weight > 0:
+            terms["token_ce"] = token_ce_weight * _token_ce(logits, gt_tokens)
+        if latent_weight > 0:
+            codebook = vqvae.quantize.embedding.weight
+            latents = getattr(encoded, "latents", None)
+            terms["encoder_latent"] = latent_weight * latent_regression_loss(latents, hq_latents, codebook)
         if embedding_weight > 0:
             terms["encoder_embedding"] = embedding_weight * expected_embedding_loss(vqvae.quantize, logits, gt_tokens)
         if encoder_pixel_loss:
