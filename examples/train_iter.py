@@ -165,7 +165,8 @@ def _add_loss_args(parser: argparse.ArgumentParser) -> None:
                             "trains an E_l started from the VQGAN")
     group.add_argument("--encoder_latent_weight", type=float, default=0.0,
                        help="addition: weight of the squared distance between E_l's latents and the VQGAN's latents of "
-                            "the HQ image (needs --encoder_from_vqgan or a pipeline with an ITERUpsamplingEncoder). 0: off")
+                            "the HQ image (needs --encoder_from_vqgan or a pipeline with an ITERUpsamplingEncoder). "
+                            "0: off")
     group.add_argument("--codebook_beta", type=float, default=None, help="vqgan stage: override the VQ β (0.25)")
     group.add_argument("--codebook_restart_steps", type=int, default=0,
                        help="vqgan stage: every N steps, restart codes unused since the last restart with batch "

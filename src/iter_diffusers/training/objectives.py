@@ -60,7 +60,8 @@ def latent_regression_loss(latents: torch.Tensor | None, hq_latents: torch.Tenso
     if latents is None:
         raise ValueError("this E_l has no latents to regress: the latent loss needs an E_l that outputs them "
                          "(ITERUpsamplingEncoder, e.g. from --encoder_from_vqgan)")
-    return F.mse_loss(latents.float(), hq_latents.float()) / codebook.detach().float().var(dim=0).mean().clamp_min(1e-12)
+    variance = codebook.detach().float().var(dim=0).mean().clamp_min(1e-12)
+    return F.mse_loss(latents.float(), hq_latents.float()) / variance
 
 
 def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, train=("encoder", "evaluator", "refiner"),
