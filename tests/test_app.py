@@ -24,7 +24,7 @@ from iter_diffusers.app.models import (
     BUNDLED, FOLDER, NO_CARD, OFFICIAL, ModelError, ModelStore, read_licence, resolve_source,
 )
 from iter_diffusers.app.restore import Plan, Restoration, Settings, per_step_limit, plan_run, restore
-from iter_diffusers.app.speed import SpeedMeter, format_duration
+from iter_diffusers.app.speed import SpeedMeter, calibrate, format_duration
 from iter_diffusers.app.texts import run_text
 from iter_diffusers.app.uploads import UploadError, read_upload
 from iter_diffusers.app.views import mask_image
@@ -159,10 +159,20 @@ def test_estimate_is_linear_in_pixels_and_steps_and_kept_per_kind_of_run():
     assert meter.estimate(1000, 1, per_step_view=False) == pytest.approx(2.0)
 
 
-def test_calibration_measured_both_kinds_of_run(demo_model):
-    plain = demo_model.speed.estimate(100_000, 8, per_step_view=False)
-    with_steps = demo_model.speed.estimate(100_000, 8, per_step_view=True)
-    assert 0 < plain < with_steps  # the per-step view decodes one more image per step
+def test_calibration_measured_both_kinds_of_run_at_the_models_own_steps(demo_model):
+    assert demo_model.speed.estimate(100_000, 8, per_step_view=False) > 0
+    assert demo_model.speed.estimate(100_000, 8, per_step_view=True) > 0
+    calls = []
+
+    class Recorder:  # the pipeline's interface as calibrate uses it
+        config = demo_model.pipe.config
+
+        def __call__(self, image, **kwargs):
+            calls.append(kwargs)
+
+    calibrate(Recorder())
+    steps = demo_model.pipe.config.num_inference_steps
+    assert [(c["num_inference_steps"], c["return_intermediates"]) for c in calls] == [(steps, False), (steps, True)]
 
 
 @pytest.mark.parametrize("seconds, text", [
