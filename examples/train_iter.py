@@ -216,6 +216,8 @@ def parse_args(argv=None):
         p.error(f"--train_components: unknown {sorted(unknown)}; choose from {LQ_COMPONENTS}")
     if args.encoder_from_vqgan and args.stage != "lq":
         p.error("--encoder_from_vqgan belongs to the lq stage (it needs a trained VQGAN)")
+    if args.encoder_from_vqgan and "encoder" not in args.train_components:
+        p.error("--encoder_from_vqgan without 'encoder' in --train_components would leave E_l untrained")
     return args
 
 
@@ -618,6 +620,9 @@ def train(args):
     accelerator = make_accelerator(args)
     components = load_components(args)
     scale = components["encoder"].config.scale_factor
+    if args.encoder_latent_weight > 0 and not isinstance(components["encoder"], ITERUpsamplingEncoder):
+        raise SystemExit(f"error: --encoder_latent_weight needs an E_l with latents (ITERUpsamplingEncoder, e.g. "
+                         f"--encoder_from_vqgan); this pipeline's is a {type(components['encoder']).__name__}")
     if args.scale is not None and args.scale != scale:
         raise SystemExit(f"error: --scale {args.scale} differs from the encoder's scale_factor {scale}")
     degradation = degradation_config(args)

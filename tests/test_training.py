@@ -92,10 +92,17 @@ def test_encoder_from_vqgan_trains_saves_and_resumes_as_an_upsampling_encoder(co
     assert all(torch.equal(trained[k], v) for k, v in _weights(second, "encoder").items())
 
 
-def test_encoder_from_vqgan_belongs_to_the_lq_stage(photos, tmp_path):
-    result = launch("--stage", "vqgan", "--model_config", TINY_CONFIG, "--train_data_dir", photos, "--output_dir",
-                    tmp_path, "--encoder_from_vqgan", check=False)
-    assert result.returncode != 0 and "--encoder_from_vqgan belongs to the lq stage" in result.stderr
+@pytest.mark.parametrize("stage, extra, message", [
+    ("vqgan", ["--encoder_from_vqgan"], "--encoder_from_vqgan belongs to the lq stage"),
+    ("lq", ["--encoder_from_vqgan", "--train_components", "refiner"], "would leave E_l untrained"),
+    ("lq", ["--encoder_latent_weight", 1], "--encoder_latent_weight needs an E_l with latents"),
+])
+def test_encoder_options_that_cannot_work_are_refused(converted_dir, photos, tmp_path, stage, extra, message):
+    start = ["--model_config", TINY_CONFIG] if stage == "vqgan" else ["--pretrained_model_name_or_path", converted_dir]
+    result = launch("--stage", stage, *start, "--train_data_dir", photos, "--output_dir", tmp_path, *extra,
+                    check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "model_index.json").exists()
 
 
 @pytest.mark.parametrize("stage,extra,stop,total", [
