@@ -459,13 +459,15 @@ def generator_step(run: TrainingRun, hq: torch.Tensor, lq: torch.Tensor, global_
                 gan_weight=args.gan_weight)
         else:
             gan_on = discriminator is not None
+            judged = "refiner" if "refiner" in run.trained else "encoder"  # whose image D judges
             loss, terms, fake = lq_stage_losses(
                 run.components["vqvae"], *(run.trained.get(n, run.components[n]) for n in LQ_COMPONENTS),
                 run.components["scheduler"], lq, hq, train=tuple(run.trained), perceptual=run.perceptual,
                 perceptual_weight=args.perceptual_weight, encoder_pixel_loss=args.encoder_pixel_loss,
-                pixel_weight=args.l1_weight, embedding_weight=args.encoder_embedding_weight, decode_refined=gan_on,
+                pixel_weight=args.l1_weight, embedding_weight=args.encoder_embedding_weight,
+                decode_refined=gan_on and judged == "refiner", decode_encoder=gan_on and judged == "encoder",
                 token_ce_weight=args.encoder_token_ce_weight, latent_weight=args.encoder_latent_weight)
-            if gan_on and fake is not None:  # no image when φ_r is not trained
+            if gan_on and fake is not None:  # no image when neither φ_r nor E_l is trained
                 terms["gan_g"] = args.gan_weight * generator_hinge_loss(discriminator(fake))
                 loss = loss + terms["gan_g"]
         accelerator.backward(loss)
@@ -735,10 +737,11 @@ def losses_summary(args, commitment_beta: float) -> str:
                    ("E_l pixel L1", args.l1_weight if args.encoder_pixel_loss else 0),
                    ("E_l expected-embedding distance", args.encoder_embedding_weight),
                    ("E_l latent regression", args.encoder_latent_weight)]
-        refiner = [("refinement CE (φ_r)", 1), ("perceptual through the decoder", args.perceptual_weight),
-                   ("hinge GAN", args.gan_weight if args.lq_gan else 0)]
+        refiner = [("refinement CE (φ_r)", 1), ("perceptual through the decoder", args.perceptual_weight)]
+        judged = "φ_r" if "refiner" in trains else "E_l"  # the image the discriminator judges (generator_step)
         weighted = [*(encoder if "encoder" in trains else []), *(refiner if "refiner" in trains else []),
-                    *([("class-balanced CE + mask CE (φ_e)", 1)] if "evaluator" in trains else [])]
+                    *([("class-balanced CE + mask CE (φ_e)", 1)] if "evaluator" in trains else []),
+                    (f"hinge GAN on {judged}'s image", args.gan_weight if args.lq_gan else 0)]
     return ", ".join(name if weight == 1 else f"{name} × {weight}" for name, weight in weighted if weight)
 
 

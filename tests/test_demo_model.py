@@ -72,11 +72,11 @@ def _run_script(name: str, argv: list[str], monkeypatch) -> None:
 
 
 def test_demo_model_card_is_written_from_the_records(converted_dir, tmp_path, monkeypatch):
-    """scripts/write_demo_model_card.py: data, the three stages, time, the measured table and the licence, all read
+    """scripts/write_demo_model_card.py: data, the four stages, time, the measured table and the licence, all read
     from what training and evaluation wrote (here: made-up records on the tiny converted pipeline)."""
     model = tmp_path / "model"
     shutil.copytree(converted_dir, model)
-    for stage, steps in (("vqgan", 100), ("encoder", 200), ("lq", 300)):
+    for stage, steps in (("vqgan", 100), ("encoder", 200), ("lq", 300), ("encoder_gan", 100)):
         (tmp_path / "run" / stage).mkdir(parents=True)
         summary = {"steps": steps, "seconds_per_step": 0.6, "first": {"loss": 2.0}, "last": {"loss": 1.0},
                    "validation": {"val/psnr": 21.234}}
@@ -99,7 +99,8 @@ def test_demo_model_card_is_written_from_the_records(converted_dir, tmp_path, mo
     assert "steps 100 × batch 8; losses L1 vqgan; 0.60 s/step (1 min)" in card
     assert "steps 200 × batch 8; losses L1 encoder; 0.60 s/step (2 min)" in card
     assert "steps 300 × batch 8; losses L1 lq; 0.60 s/step (3 min)" in card and "stage: lq" not in card
-    assert "total training time: 6 min" in card
+    assert "steps 100 × batch 8; losses L1 encoder_gan; 0.60 s/step (1 min)" in card
+    assert "total training time: 7 min" in card
     assert "Apache-2.0 AND BSD-3-Clause; Kodak: unrestricted use" in card
     assert "psnr 21.2" in card
 

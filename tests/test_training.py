@@ -269,6 +269,9 @@ def test_latent_loss_replaces_the_token_ce_for_an_encoder_started_from_the_vqgan
     _, terms, _ = lq_stage_losses(vq, up, ev, rf, MaskedTokenScheduler(), lq, hq, train=("encoder",),
                                   token_ce_weight=0, latent_weight=2.0)
     assert set(terms) == {"encoder_latent", "token_accuracy"}
+    _, combined, _ = lq_stage_losses(vq, up, ev, rf, MaskedTokenScheduler(), lq, hq, train=("encoder",),
+                                     latent_weight=1.0, embedding_weight=1.0, encoder_pixel_loss=True)
+    assert set(combined) == {"token_ce", "encoder_latent", "encoder_embedding", "encoder_l1", "token_accuracy"}
     with torch.no_grad():
         latents = up(lq).latents
         expected = ((latents - vq.encode(hq).latents) ** 2).mean() / vq.quantize.embedding.weight.var(0).mean()
@@ -279,6 +282,26 @@ def test_latent_loss_replaces_the_token_ce_for_an_encoder_started_from_the_vqgan
         lq_stage_losses(vq, enc, ev, rf, MaskedTokenScheduler(), lq, hq, train=("encoder",), latent_weight=1.0)
     with pytest.raises(ValueError, match="no latents to regress"):
         latent_regression_loss(None, latents, vq.quantize.embedding.weight)
+
+
+def test_encoder_image_for_the_adversarial_loss_is_rendered_straight_through():
+    """--lq_gan while only E_l trains: D judges E_l's own image, its latents snapped to the nearest codes (the
+    decoder's input equals the codebook lookup) with the gradient reaching E_l through them."""
+    vq, ev, rf = (_tiny(n) for n in ("vqvae", "evaluator", "refiner"))
+    vq.requires_grad_(False)
+    up = ITERUpsamplingEncoder.from_vqgan(vq, 4)
+    hq = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    lq = torch.nn.functional.avg_pool2d(hq, 4)
+    _, _, image = lq_stage_losses(vq, up, ev, rf, MaskedTokenScheduler(), lq, hq, train=("encoder",),
+                                  token_ce_weight=0, latent_weight=1.0, decode_encoder=True)
+    with torch.no_grad():
+        expected = vq.decode(up(lq).logits.argmax(1)).sample
+    torch.testing.assert_close(image.detach(), expected)
+    image.mean().backward()
+    assert up.encoder.conv_out.weight.grad.abs().sum() > 0
+    enc = _tiny("encoder")
+    with pytest.raises(ValueError, match="no latents to render"):
+        lq_stage_losses(vq, enc, ev, rf, MaskedTokenScheduler(), lq, hq, train=("encoder",), decode_encoder=True)
 
 
 def test_dead_code_restarts_revive_unused_codes():
@@ -452,3 +475,17 @@ def test_no_secret_is_written_and_odd_checkpoint_folders_are_ignored(converted_d
     assert any("tfevents" in p.name for p in files)  # the tracker did write
     assert not [p for p in files if secret.encode() in p.read_bytes()]
     assert secret not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ([], "token CE (E_l), refinement CE (φ_r), class-balanced CE + mask CE (φ_e)"),
+    (["--train_components", "encoder", "--encoder_token_ce_weight", "0", "--encoder_latent_weight", "1", "--lq_gan",
+      "--gan_weight", "0.1"], "E_l latent regression, hinge GAN on E_l's image × 0.1"),
+    (["--train_components", "evaluator,refiner", "--lq_gan"], "refinement CE (φ_r), class-balanced CE + mask CE (φ_e), "
+                                                              "hinge GAN on φ_r's image × 0.1"),
+], ids=["official", "encoder-gan", "refiner-gan"])
+def test_the_card_lists_the_losses_of_the_trained_networks_only(extra, expected):
+    script = _train_script()
+    args = script.parse_args(["--stage", "lq", "--pretrained_model_name_or_path", "p", "--train_data_dir", "d",
+                              "--output_dir", "o", "--perceptual_weight", "0", *extra])
+    assert script.losses_summary(args, 0.25) == expected

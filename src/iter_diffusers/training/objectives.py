@@ -37,6 +37,13 @@ def straight_through_decode(vqvae, logits: torch.Tensor) -> torch.Tensor:
     return vqvae.render(vqvae.quantize.embed_probabilities(one_hot.to(vqvae.dtype)))
 
 
+def straight_through_render(vqvae, latents: torch.Tensor) -> torch.Tensor:
+    """Render ``latents`` snapped to their nearest codes, with the gradient passed straight through to the latents
+    (what an adversarial loss on E_l's own image needs)."""
+    codes = vqvae.quantize.get_codebook_entry(vqvae.quantize.indices(latents))
+    return vqvae.render(latents + (codes.to(latents.dtype) - latents).detach())
+
+
 def expected_embedding_loss(quantizer, logits: torch.Tensor, gt_tokens: torch.Tensor) -> torch.Tensor:
     """Squared distance between E_l's softmax-expected code vector and the ground-truth code vector.
 
@@ -67,12 +74,13 @@ def latent_regression_loss(latents: torch.Tensor | None, hq_latents: torch.Tenso
 def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, train=("encoder", "evaluator", "refiner"),
                     perceptual=None, perceptual_weight: float = 1.0, encoder_pixel_loss: bool = False,
                     pixel_weight: float = 1.0, embedding_weight: float = 0.0, decode_refined: bool = False,
-                    token_ce_weight: float = 1.0, latent_weight: float = 0.0,
+                    token_ce_weight: float = 1.0, latent_weight: float = 0.0, decode_encoder: bool = False,
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor | None]:
     """Losses of the LQ stage for one batch. Returns (total, named terms for logging, φ_r's decoded image).
 
     φ_r's tokens are decoded (straight-through) for the perceptual loss, and also when ``decode_refined`` (an
-    adversarial loss needs the image whatever the perceptual weight); otherwise the image is None.
+    adversarial loss needs the image whatever the perceptual weight). ``decode_encoder`` returns E_l's own image
+    instead (its latents rendered straight-through; E_l designs with latents only). Otherwise the image is None.
     """
     # The ground truth in the VQGAN's own precision whatever the autocast: bf16/fp16 latents move near-tied
     # tokens, and every loss below is measured against these.
@@ -96,6 +104,12 @@ def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, tr
             terms["encoder_l1"] = pixel_weight * (restored.float() - hq).abs().mean()
             if perceptual is not None and perceptual_weight > 0:
                 terms["encoder_perceptual"] = 0.5 * perceptual_weight * perceptual(restored.float(), hq)
+    encoder_image = None
+    if "encoder" in train and decode_encoder:
+        latents = getattr(encoded, "latents", None)
+        if latents is None:
+            raise ValueError("this E_l has no latents to render: decode_encoder needs an ITERUpsamplingEncoder")
+        encoder_image = straight_through_render(vqvae, latents.to(vqvae.dtype))
     lq_tokens = logits.argmax(dim=1).detach()  # S_l
 
     crit = evaluator(lq_tokens, lq_tokens).logits
@@ -124,7 +138,7 @@ def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, tr
         terms["evaluator_mask"] = _token_ce(mask_logits, right)
     total = sum(terms.values())
     terms["token_accuracy"] = (lq_tokens == gt_tokens).float().mean()
-    return total, terms, refined_image
+    return total, terms, refined_image if refined_image is not None else encoder_image
 
 
 def vqgan_losses(vqvae, hq, *, discriminator=None, perceptual=None, l1_weight=1.0, perceptual_weight=1.0,
