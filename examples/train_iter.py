@@ -244,8 +244,7 @@ def load_components(args) -> dict:
             components[name] = cls.from_pretrained(args.pretrained_model_name_or_path, subfolder=name,
                                                    revision=args.revision)
         elif name in configs:
-            cls = ENCODER_CLASSES.get(configs[name].get("_class_name"), cls) if name == "encoder" else cls
-            components[name] = cls(**{k: v for k, v in configs[name].items() if not k.startswith("_")})
+            components[name] = cls(**configs[name])
         else:
             raise SystemExit(f"error: no config for {name!r}: give it in --model_config or start from a pipeline")
     if args.pretrained_model_name_or_path and "scheduler" not in configs:

@@ -29,7 +29,21 @@ class _StridedStage(nn.Module):
         return x
 
 
-class ITERDistortionRemovalEncoder(ModelMixin, ConfigMixin):
+class TokenGridMixin:
+    """The token grid of an E_l, from its config: what the pipeline pads and tiles by (either E_l design)."""
+
+    @property
+    def pixels_per_token(self) -> int:
+        """LQ pixels per token along each side."""
+        return self.config.vq_scale_factor // self.config.scale_factor
+
+    @property
+    def pad_multiple(self) -> int:
+        """LQ sides must be multiples of this: one Swin window of tokens (x4: 16 px, x2: 32 px)."""
+        return self.pixels_per_token * self.config.swin_window_size
+
+
+class ITERDistortionRemovalEncoder(TokenGridMixin, ModelMixin, ConfigMixin):
     r"""E_l: maps an LQ image in [0, 1] to codebook logits at the token resolution of the HQ VQGAN.
 
     One token covers ``vq_scale_factor / scale_factor`` LQ pixels (x4: 2, x2: 4), reached by that many
@@ -86,16 +100,6 @@ class ITERDistortionRemovalEncoder(ModelMixin, ConfigMixin):
             feature_dim, feature_dim, swin_num_groups, swin_depth, swin_num_heads, swin_window_size, mlp_ratio
         )
         self.conv_out = nn.Conv2d(feature_dim, num_vq_embeddings, 1)
-
-    @property
-    def pixels_per_token(self) -> int:
-        """LQ pixels per token along each side."""
-        return self.config.vq_scale_factor // self.config.scale_factor
-
-    @property
-    def pad_multiple(self) -> int:
-        """LQ sides must be multiples of this: one Swin window of tokens (x4: 16 px, x2: 32 px)."""
-        return self.pixels_per_token * self.config.swin_window_size
 
     def forward(self, sample: torch.Tensor, return_dict: bool = True):
         """LQ image (B, 3, H, W) in [0, 1] -> codebook logits (B, K, H/p, W/p), p = :attr:`pixels_per_token`."""

@@ -20,6 +20,7 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from .lq_encoder import TokenGridMixin
 from .outputs import ITERLatentLogitsOutput
 from .vqgan import ITERVQModel, SwinVQEncoder
 
@@ -31,7 +32,7 @@ _VQGAN_ENCODER_KEYS = (
 )
 
 
-class ITERUpsamplingEncoder(ModelMixin, ConfigMixin):
+class ITERUpsamplingEncoder(TokenGridMixin, ModelMixin, ConfigMixin):
     r"""E_l: LQ image in [0, 1] -> codebook logits, by encoding its bicubic ×s upscale like an HQ image.
 
     One token covers ``vq_scale_factor / scale_factor`` LQ pixels, as with the official E_l, so the pipeline,
@@ -86,16 +87,6 @@ class ITERUpsamplingEncoder(ModelMixin, ConfigMixin):
             model.head.weight.copy_((2 * codebook / temperature)[:, :, None, None])
             model.head.bias.copy_(-(codebook**2).sum(1) / temperature)
         return model
-
-    @property
-    def pixels_per_token(self) -> int:
-        """LQ pixels per token along each side."""
-        return self.config.vq_scale_factor // self.config.scale_factor
-
-    @property
-    def pad_multiple(self) -> int:
-        """LQ sides must be multiples of this: one Swin window of tokens (x4: 16 px, x2: 32 px)."""
-        return self.pixels_per_token * self.config.swin_window_size
 
     def forward(self, sample: torch.Tensor, return_dict: bool = True):
         """LQ image (B, 3, H, W) in [0, 1] -> codebook logits (B, K, H/p, W/p), p = :attr:`pixels_per_token`, and
