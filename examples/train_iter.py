@@ -264,6 +264,11 @@ def load_components(args) -> dict:
     return components
 
 
+def gan_judged(trained) -> str:
+    """Whose image the LQ stage's discriminator judges: φ_r's when φ_r trains, else E_l's own."""
+    return "refiner" if "refiner" in trained else "encoder"
+
+
 def trained_names(args) -> list[str]:
     return ["vqvae"] if args.stage == "vqgan" else list(args.train_components)
 
@@ -458,7 +463,7 @@ def generator_step(run: TrainingRun, hq: torch.Tensor, lq: torch.Tensor, global_
                 gan_weight=args.gan_weight)
         else:
             gan_on = discriminator is not None
-            judged = "refiner" if "refiner" in run.trained else "encoder"  # whose image D judges
+            judged = gan_judged(run.trained)
             loss, terms, fake = lq_stage_losses(
                 run.components["vqvae"], *(run.trained.get(n, run.components[n]) for n in LQ_COMPONENTS),
                 run.components["scheduler"], lq, hq, train=tuple(run.trained), perceptual=run.perceptual,
@@ -621,9 +626,14 @@ def train(args):
     accelerator = make_accelerator(args)
     components = load_components(args)
     scale = components["encoder"].config.scale_factor
-    if args.encoder_latent_weight > 0 and not isinstance(components["encoder"], ITERUpsamplingEncoder):
-        raise SystemExit(f"error: --encoder_latent_weight needs an E_l with latents (ITERUpsamplingEncoder, e.g. "
-                         f"--encoder_from_vqgan); this pipeline's is a {type(components['encoder']).__name__}")
+    needs_latents = [option for option, used in (
+        ("--encoder_latent_weight", args.encoder_latent_weight > 0),
+        ("--lq_gan on E_l's image", args.lq_gan and "encoder" in args.train_components
+         and gan_judged(args.train_components) == "encoder"),
+    ) if used]
+    if needs_latents and not isinstance(components["encoder"], ITERUpsamplingEncoder):
+        raise SystemExit(f"error: {' and '.join(needs_latents)} needs an E_l with latents (ITERUpsamplingEncoder, "
+                         f"e.g. --encoder_from_vqgan); this pipeline's is a {type(components['encoder']).__name__}")
     if args.scale is not None and args.scale != scale:
         raise SystemExit(f"error: --scale {args.scale} differs from the encoder's scale_factor {scale}")
     degradation = degradation_config(args)
@@ -737,7 +747,7 @@ def losses_summary(args, commitment_beta: float) -> str:
                    ("E_l expected-embedding distance", args.encoder_embedding_weight),
                    ("E_l latent regression", args.encoder_latent_weight)]
         refiner = [("refinement CE (φ_r)", 1), ("perceptual through the decoder", args.perceptual_weight)]
-        judged = "φ_r" if "refiner" in trains else "E_l"  # the image the discriminator judges (generator_step)
+        judged = {"refiner": "φ_r", "encoder": "E_l"}[gan_judged(trains)]
         weighted = [*(encoder if "encoder" in trains else []), *(refiner if "refiner" in trains else []),
                     *([("class-balanced CE + mask CE (φ_e)", 1)] if "evaluator" in trains else []),
                     (f"hinge GAN on {judged}'s image", args.gan_weight if args.lq_gan else 0)]

@@ -21,15 +21,16 @@ DESCRIPTION = """A small ×4 ITER trained from scratch on a 2-core CPU with `exa
 (`bash scripts/train_demo_model.sh` in the iter-diffusers repository). It is the default model of `iter-sr`, so
 that the package upscales images with no download. It is **not** the paper's model: no official weights were used,
 and with about {params} M parameters, {images} training photos, no perceptual loss (its VGG16 weights cannot be
-downloaded offline) and 500 adversarial steps it is far below the official release. Its E_l is an `ITERUpsamplingEncoder`: the
-bicubic ×4 upscale, encoded by a copy of the VQGAN's encoder that was then trained to regress the VQGAN latents of
-the HQ image, and last with an adversarial loss on its own image. Its defaults were chosen on the tuning photos: {alpha} and the wavelet colour fix
-(`color_fix="{color_fix}"`, `color_fix_levels={levels}`: the input supplies colour and the coarse bands, the
-codebook the detail finer than about {period} output pixels). Its output is a little more faithful than bicubic on
-held-out photos (see Results), with the right colours and visibly crisper edges, but it does **not** restore
-texture: fur, foliage and grain stay as soft as in a bicubic upscale. The stages' validation figures below use the training-time
-pipeline settings (T = 8, α = 0.7, no colour fix), not these defaults. For real restoration use the official
-weights (`--model official-x4`)."""
+downloaded offline) and 500 adversarial steps it is far below the official release. Its E_l is an
+`ITERUpsamplingEncoder`: the bicubic ×4 upscale, encoded by a copy of the VQGAN's encoder that was then trained
+to regress the VQGAN latents of the HQ image, and last with an adversarial loss on its own image. Its defaults
+were chosen on the tuning photos: {alpha} and the wavelet colour fix (`color_fix="{color_fix}"`,
+`color_fix_levels={levels}`: the input supplies colour and the coarse bands, the codebook the detail finer than
+about {period} output pixels). Its output is a little more faithful than bicubic on held-out photos (see
+Results), with the right colours and visibly crisper edges, but it does **not** restore texture: fur, foliage and
+grain stay as soft as in a bicubic upscale. The stages' validation figures below use the training-time pipeline
+settings (T = 8, α = 0.7, no colour fix), not these defaults. For real restoration use the official weights
+(`--model official-x4`)."""
 
 LICENCE = """Weights: Apache-2.0, like the iter-diffusers code; they were trained from scratch here and contain no
 official ITER weights. The training photos carry their own licences ({licences}); see `SOURCES.md` of the data set
@@ -94,7 +95,8 @@ def sampling_defaults(pipe) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the bundled pipeline folder (the card is written into it)")
-    parser.add_argument("--run", required=True, help="the training folder, with the vqgan/, encoder/, lq/ and encoder_gan/ stages")
+    parser.add_argument("--run", required=True,
+                        help="the training folder, with the vqgan/, encoder/, lq/ and encoder_gan/ stages")
     parser.add_argument("--data", required=True, help="the data set folder (train/ and val/ with metadata.jsonl)")
     parser.add_argument("--eval", required=True, help="JSON written by scripts/evaluate_demo_model.py --json")
     args = parser.parse_args()
@@ -105,7 +107,8 @@ def main():
     data, licences, images = data_summary(Path(args.data))
     params = sum(p.numel() for part in (pipe.vqvae, pipe.encoder, pipe.evaluator, pipe.refiner)
                  for p in part.parameters()) / 1e6
-    summaries = {stage: read_json(run / stage / "training_summary.json") for stage in ("vqgan", "encoder", "lq", "encoder_gan")}
+    stages = ("vqgan", "encoder", "lq", "encoder_gan")
+    summaries = {stage: read_json(run / stage / "training_summary.json") for stage in stages}
     minutes = sum(s["steps"] * s["seconds_per_step"] for s in summaries.values()) / 60
     training = {
         "data": data,

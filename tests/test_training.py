@@ -96,6 +96,7 @@ def test_encoder_from_vqgan_trains_saves_and_resumes_as_an_upsampling_encoder(co
     ("vqgan", ["--encoder_from_vqgan"], "--encoder_from_vqgan belongs to the lq stage"),
     ("lq", ["--encoder_from_vqgan", "--train_components", "refiner"], "would leave E_l untrained"),
     ("lq", ["--encoder_latent_weight", 1], "--encoder_latent_weight needs an E_l with latents"),
+    ("lq", ["--train_components", "encoder", "--lq_gan"], "--lq_gan on E_l's image needs an E_l with latents"),
 ])
 def test_encoder_options_that_cannot_work_are_refused(converted_dir, photos, tmp_path, stage, extra, message):
     start = ["--model_config", TINY_CONFIG] if stage == "vqgan" else ["--pretrained_model_name_or_path", converted_dir]
