@@ -89,6 +89,10 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                             "(vqvae, encoder, evaluator, refiner, scheduler, discriminator)")
     group.add_argument("--train_components", default="encoder,evaluator,refiner",
                        help="lq stage: which of encoder,evaluator,refiner to train (the others stay frozen)")
+    group.add_argument("--vqgan_decoder_only", action="store_true",
+                       help="vqgan stage: train only the VQGAN's decoder, its encoder and codebook frozen, so every "
+                            "token (and E_l, φ_e, φ_r trained on them) stays valid; e.g. a GAN fine-tune for a "
+                            "sharper decoder after the LQ stages")
     group.add_argument("--encoder_from_vqgan", action="store_true",
                        help="lq stage: replace E_l by an ITERUpsamplingEncoder initialised from the VQGAN (its encoder "
                             "on the bicubic upscale, a head scoring codebook distances); not the official E_l")
@@ -214,6 +218,12 @@ def parse_args(argv=None):
     unknown = set(args.train_components) - set(LQ_COMPONENTS)
     if unknown:
         p.error(f"--train_components: unknown {sorted(unknown)}; choose from {LQ_COMPONENTS}")
+    if args.vqgan_decoder_only and args.stage != "vqgan":
+        p.error("--vqgan_decoder_only belongs to the vqgan stage")
+    if args.vqgan_decoder_only and args.pretrained_model_name_or_path is None:
+        p.error("--vqgan_decoder_only needs a trained VQGAN: pass --pretrained_model_name_or_path")
+    if args.vqgan_decoder_only and args.codebook_restart_steps:
+        p.error("--codebook_restart_steps would change the frozen codebook of --vqgan_decoder_only")
     if args.encoder_from_vqgan and args.stage != "lq":
         p.error("--encoder_from_vqgan belongs to the lq stage (it needs a trained VQGAN)")
     if args.encoder_from_vqgan and "encoder" not in args.train_components:
@@ -525,20 +535,22 @@ def make_accelerator(args) -> Accelerator:
 
 
 def set_training_modes(components: dict, trained: dict, args, accelerator) -> None:
-    """Trained networks in train mode; frozen ones in eval mode on the device, in the mixed-precision dtype."""
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    """Trained networks in train mode; frozen ones in eval mode on the device.
+
+    Frozen networks keep their fp32 weights: autocast already computes them in the mixed-precision dtype, and a cast
+    would round the weights that the final pipeline saves (a bf16 run training φ_r would change E_l)."""
     for name in ("vqvae", *LQ_COMPONENTS):
         module = components[name]
         module.requires_grad_(name in trained)
-        if name not in trained:  # frozen: inference only, in the mixed-precision dtype
-            module.to(accelerator.device)
-            if weight_dtype != torch.float32 and name != "vqvae":  # the VQGAN makes the ground truth: fp32
-                module.to(dtype=weight_dtype)
-            module.eval()
+        if name not in trained:
+            module.to(accelerator.device).eval()
     for model in trained.values():
         model.train()
         if args.gradient_checkpointing:
             model.enable_gradient_checkpointing()
+    if args.vqgan_decoder_only:  # the tokeniser stays as it is: E_l, φ_e and φ_r were trained on its tokens
+        for part in (components["vqvae"].encoder, components["vqvae"].quantize):
+            part.requires_grad_(False).eval()
 
 
 def prepare_run(args, accelerator, components: dict, trained: dict, train_set) -> tuple[TrainingRun, int]:
@@ -546,7 +558,7 @@ def prepare_run(args, accelerator, components: dict, trained: dict, train_set) -
     perceptual = build_perceptual(args, accelerator.device)
     total_batch = args.train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
     lr = args.learning_rate * (total_batch if args.scale_lr else 1)
-    params = [p for m in trained.values() for p in m.parameters()]
+    params = [p for m in trained.values() for p in m.parameters() if p.requires_grad]
     adam = dict(betas=(args.adam_beta1, args.adam_beta2), weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
     optimizer = torch.optim.Adam(params, lr=lr, **adam)
     # The loader's own generator: creating a loader iterator draws a seed, which would otherwise come from the
@@ -738,7 +750,8 @@ def assemble_pipeline(components, trained, accelerator) -> ITERPipeline:
 def losses_summary(args, commitment_beta: float) -> str:
     """The loss terms a stage actually optimised, with their weights (terms of weight 0 are left out)."""
     if args.stage == "vqgan":
-        weighted = [(f"VQ (β {commitment_beta})", 1), ("L1", args.l1_weight), ("perceptual", args.perceptual_weight),
+        weighted = [(f"VQ (β {commitment_beta})", 0 if args.vqgan_decoder_only else 1), ("L1", args.l1_weight),
+                    ("perceptual", args.perceptual_weight),
                     ("1 − SSIM", args.ssim_weight), (f"hinge GAN from step {args.gan_start_step}", args.gan_weight)]
     else:
         trains = set(args.train_components)
@@ -757,7 +770,7 @@ def losses_summary(args, commitment_beta: float) -> str:
 def write_model_card(pipeline, args, names, degradation, metrics, history, steps, per_step, accelerator):
     source = args.dataset_name or Path(args.train_data_dir).name
     training = {
-        "stage": f"{args.stage} (trained: {', '.join(names)})",
+        "stage": f"{args.stage} (trained: {'the decoder of ' if args.vqgan_decoder_only else ''}{', '.join(names)})",
         "started from": args.pretrained_model_name_or_path or f"random initialisation ({args.model_config})",
         "data": f"{source}; HQ crops {args.resolution}², x{pipeline.upscale_factor}",
         "degradations": "paired LQ column" if args.lq_image_column else json.dumps(degradation.to_dict()),

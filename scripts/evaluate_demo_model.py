@@ -9,8 +9,10 @@ Each HQ photo is centre-cropped to at most --max_side pixels, degraded by each c
 :mod:`iter_diffusers.evaluation.sr_benchmark` (seed = its index) and restored with seed 123. ``--variant
 NAME=JSON`` adds pipeline settings to compare (``--variant t05='{"token_temperature": 0.5}'``); the model's own
 defaults are always the variant ``iter``. Only tune settings on a tuning split, never on the held-out photos.
-Lower NIQE is better, but NIQE rewards invented texture: read it beside PSNR / SSIM / colour error, and look
-at the images (``--outputs``).
+Edge sharpness (1 = the ground truth's gradients on its edges) and flat noise (high-pass RMS on its flattest
+pixels, grey levels; the ground truth's own is the row "HQ") say whether an upscale is sharper than bicubic without
+invented speckle. Lower NIQE is better, but NIQE rewards invented texture: read it beside the full-reference
+scores, and look at the images (``--outputs``).
 """
 
 import argparse
@@ -24,11 +26,12 @@ import torch
 
 from iter_diffusers import ITERPipeline
 from iter_diffusers.cli.upscale import DEFAULT_MODEL
-from iter_diffusers.evaluation import calculate_niqe
+from iter_diffusers.evaluation import calculate_flat_noise, calculate_niqe
 from iter_diffusers.evaluation.sr_benchmark import bicubic, list_images, load_hq, make_pair, score, to_u8
 from iter_diffusers.utils.image_files import image_to_array, open_image
 
-METRICS = ("psnr", "ssim", "color_error", "local_color_error", "niqe")
+METRICS = ("psnr", "ssim", "color_error", "local_color_error", "edge_sharpness", "flat_noise", "niqe")
+DECIMALS = {"ssim": 4, "edge_sharpness": 3}
 
 
 def restore(pipe, lq: np.ndarray, settings: dict) -> np.ndarray:
@@ -67,9 +70,10 @@ def summarise(rows: list[dict], label: str) -> list[str]:
         cells = []
         for metric in METRICS:
             values = [r[f"{method}_{metric}"] for r in rows if f"{method}_{metric}" in r]
-            cells.append(f"{np.mean(values):.{4 if metric == 'ssim' else 2}f}" if values else "–")
+            cells.append(f"{np.mean(values):.{DECIMALS.get(metric, 2)}f}" if values else "–")
         lines.append(f"| {label} | {method} | " + " | ".join(cells) + " |")
-    return lines
+    hq_noise = np.mean([r["hq_flat_noise"] for r in rows])
+    return lines + [f"| {label} | HQ | – | – | – | – | 1 | {hq_noise:.2f} | – |"]
 
 
 def parse_named(values: list[str], what: str) -> dict[str, str]:
@@ -122,6 +126,7 @@ def main():
             for index, path in enumerate(paths):
                 lq, hq = make_pair(load_hq(path, args.max_side, scale), scale, chain, seed=index)
                 row, panels = {"image": path.name}, {"lq": lq, "hq": hq, "bicubic": bicubic(lq, scale)}
+                row["hq_flat_noise"] = calculate_flat_noise(hq, hq, scale)
                 row |= {f"bicubic_{k}": v for k, v in score(panels["bicubic"], hq, scale, args.niqe).items()}
                 for name, settings in variants.items():
                     started = time.perf_counter()
@@ -151,13 +156,13 @@ def main():
             print(json.dumps(row), flush=True)
         summary["results"]["realworld"] = rows
         for name in ["bicubic", *variants]:
-            table.append(f"| real-world LQ ({len(rows)}) | {name} | – | – | – | – | "
+            table.append(f"| real-world LQ ({len(rows)}) | {name} | – | – | – | – | – | – | "
                          f"{np.mean([r[f'{name}_niqe'] for r in rows]):.2f} |")
 
     if args.comparison and comparison_rows:
         stack_rows([comparison_rows[k] for k in comparison_keys if k in comparison_rows]).save(args.comparison)
-    header = ["| set | method | PSNR-Y ↑ | SSIM-Y ↑ | colour error ↓ | local colour error ↓ | NIQE ↓ |",
-              "|---|---|---|---|---|---|---|"]
+    header = ["| set | method | PSNR-Y ↑ | SSIM-Y ↑ | colour error ↓ | local colour error ↓ | edge sharpness (HQ = 1) "
+              "| flat noise | NIQE ↓ |", "|---|---|---|---|---|---|---|---|---|"]
     summary["table"] = "\n".join(header + table)
     print(summary["table"])
     if args.json:

@@ -358,3 +358,50 @@ def test_cli_lpips(folders, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("iter-sr-eval: error: LPIPS unavailable") and "no.pth" in err and "\n" not in err
     assert main(["--pred", str(pred), "--lpips", str(linear_file)]) == 2  # no ground truth
+
+
+# --------------------------------------------------------------------------------------- edge sharpness, flat noise
+def _edge_and_flat_photo() -> np.ndarray:
+    """A grey image: a flat left half, a flat right half, one vertical step edge between them."""
+    image = np.full((64, 64, 3), 60, np.uint8)
+    image[:, 32:] = 190
+    return image
+
+
+def test_edge_sharpness_is_one_for_the_reference_and_falls_with_blur():
+    from PIL import Image, ImageFilter
+
+    from iter_diffusers.evaluation import calculate_edge_sharpness
+
+    hq = _edge_and_flat_photo()
+    assert calculate_edge_sharpness(hq, hq, crop_border=4) == pytest.approx(1.0)
+    blurred = [np.asarray(Image.fromarray(hq).filter(ImageFilter.GaussianBlur(r))) for r in (1, 3)]
+    mild, strong = (calculate_edge_sharpness(b, hq, crop_border=4) for b in blurred)
+    assert 1 > mild > strong > 0
+    overshoot = np.clip((hq.astype(int) - 125) * 1.5 + 125, 0, 255).astype(np.uint8)  # a steeper step
+    assert calculate_edge_sharpness(overshoot, hq, crop_border=4) == pytest.approx(1.5, rel=1e-3)
+
+
+def test_flat_noise_sees_speckle_in_flat_regions_only():
+    from iter_diffusers.evaluation import calculate_flat_noise
+
+    hq = _edge_and_flat_photo()
+    assert calculate_flat_noise(hq, hq, crop_border=4) == pytest.approx(0.0, abs=1e-9)
+    speckle = np.random.default_rng(0).normal(0, 8, hq.shape)
+    noisy = np.clip(hq + speckle, 0, 255).astype(np.uint8)
+    assert calculate_flat_noise(noisy, hq, crop_border=4) > 3  # grey levels of invented high frequencies
+    edge_only = hq.copy()
+    edge_only[:, 31:33] = 255  # a halo on the edge, where the reference is not flat
+    assert calculate_flat_noise(edge_only, hq, crop_border=4, flat_fraction=0.5) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_sharpness_metrics_refuse_mismatched_or_flat_input():
+    from iter_diffusers.evaluation import calculate_edge_sharpness, calculate_flat_noise
+
+    hq = _edge_and_flat_photo()
+    with pytest.raises(ValueError, match="shapes differ"):
+        calculate_edge_sharpness(hq[:32], hq)
+    with pytest.raises(ValueError, match="flat_fraction"):
+        calculate_flat_noise(hq, hq, flat_fraction=0)
+    with pytest.raises(ValueError, match="no edges"):
+        calculate_edge_sharpness(hq, np.full_like(hq, 7))

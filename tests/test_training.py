@@ -47,6 +47,9 @@ def common(pretrained, photos, out, steps):
             "--report_to", "none"]
 
 
+LQ_NETWORKS = ("encoder", "evaluator", "refiner")
+
+
 def _weights(folder: Path, name: str) -> dict:
     return load_file(folder / name / "diffusion_pytorch_model.safetensors")
 
@@ -97,13 +100,32 @@ def test_encoder_from_vqgan_trains_saves_and_resumes_as_an_upsampling_encoder(co
     ("lq", ["--encoder_from_vqgan", "--train_components", "refiner"], "would leave E_l untrained"),
     ("lq", ["--encoder_latent_weight", 1], "--encoder_latent_weight needs an E_l with latents"),
     ("lq", ["--train_components", "encoder", "--lq_gan"], "--lq_gan on E_l's image needs an E_l with latents"),
+    ("lq", ["--vqgan_decoder_only"], "--vqgan_decoder_only belongs to the vqgan stage"),
+    ("vqgan", ["--vqgan_decoder_only"], "--vqgan_decoder_only needs a trained VQGAN"),
+    ("vqgan", ["--vqgan_decoder_only", "--pretrained_model_name_or_path", "x", "--codebook_restart_steps", 5],
+     "would change the frozen codebook"),
 ])
-def test_encoder_options_that_cannot_work_are_refused(converted_dir, photos, tmp_path, stage, extra, message):
+def test_options_that_cannot_work_are_refused(converted_dir, photos, tmp_path, stage, extra, message):
     start = ["--model_config", TINY_CONFIG] if stage == "vqgan" else ["--pretrained_model_name_or_path", converted_dir]
     result = launch("--stage", stage, *start, "--train_data_dir", photos, "--output_dir", tmp_path, *extra,
                     check=False)
     assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "model_index.json").exists()
+
+
+def test_vqgan_decoder_only_keeps_every_token_and_the_lq_networks(converted_dir, photos, tmp_path):
+    """--vqgan_decoder_only (here with the GAN): the decoder trains; the VQGAN's encoder and codebook, and so every
+    token, and E_l, φ_e and φ_r are saved exactly as they came."""
+    out = tmp_path / "decoder"
+    launch("--stage", "vqgan", "--vqgan_decoder_only", *common(converted_dir, photos, out, 2), "--gan_weight", 0.1)
+    start, saved = _weights(Path(converted_dir), "vqvae"), _weights(out, "vqvae")
+    frozen = [k for k in start if not k.startswith("decoder.")]
+    assert frozen and all(torch.equal(start[k], saved[k]) for k in frozen)
+    assert any(not torch.equal(start[k], saved[k]) for k in start if k.startswith("decoder.")), "decoder not trained"
+    for name in LQ_NETWORKS:
+        assert all(torch.equal(v, _weights(out, name)[k]) for k, v in _weights(Path(converted_dir), name).items())
+    card = (out / "README.md").read_text()
+    assert "trained: the decoder of vqvae" in card and "VQ (β" not in card
 
 
 @pytest.mark.parametrize("stage,extra,stop,total", [
@@ -423,14 +445,17 @@ def _cpu_has_native_bf16() -> bool:
 
 @pytest.mark.skipif(not _cpu_has_native_bf16(), reason="this CPU has no native bf16 (avx512_bf16/AMX): bf16 "
                     "convolutions run hundreds of times slower than fp32 here, too slow for the suite")
-def test_bf16_training_runs_on_cpu(converted_dir, photos, tmp_path):
+def test_bf16_training_runs_on_cpu_and_keeps_frozen_weights_exact(converted_dir, photos, tmp_path):
     command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1",
                "--mixed_precision", "bf16", "--dynamo_backend", "no", str(SCRIPT), "--stage", "lq",
-               *map(str, common(converted_dir, photos, tmp_path / "bf16", 2))]
+               *map(str, common(converted_dir, photos, tmp_path / "bf16", 2)), "--train_components", "refiner"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "bf16" / "training_summary.json").read_text())
     assert summary["steps"] == 2 and np.isfinite(summary["last"]["loss"])
+    for frozen in ("vqvae", "encoder", "evaluator"):  # saved as they came, not rounded to bf16 and back
+        start, saved = _weights(Path(converted_dir), frozen), _weights(tmp_path / "bf16", frozen)
+        assert all(torch.equal(start[k], saved[k]) for k in start), frozen
 
 
 def test_two_processes_train_the_requested_steps_checkpoint_once_and_resume(converted_dir, photos, tmp_path):

@@ -7,7 +7,8 @@ Two degradation chains:
   Gaussian blur (σ = 1.2 HQ px), bicubic ×1/s, Gaussian noise (σ = 4/255, per channel, seeded), JPEG quality 75.
 
 Scores (on the 0–255 scale, ``crop_border`` = s): PSNR and SSIM on Y, the mean-colour error (largest per-channel
-difference of means, over the whole image and averaged over 32-px tiles) and, optionally, NIQE.
+difference of means, over the whole image and averaged over 32-px tiles), edge sharpness and flat-region noise
+relative to the ground truth (:mod:`~iter_diffusers.evaluation.sharpness`) and, optionally, NIQE.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import PIL.ImageFilter
 
 from ..utils.image_files import image_to_array, open_image, to_u8
 from .metrics import calculate_color_error, calculate_psnr, calculate_ssim
+from .sharpness import calculate_edge_sharpness, calculate_flat_noise
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 CHAINS = ("bsrgan_light", "heldout")
@@ -71,12 +73,14 @@ def bicubic(lq: np.ndarray, scale: int) -> np.ndarray:
 
 
 def score(sr: np.ndarray, hq: np.ndarray, crop_border: int, niqe: bool = False) -> dict[str, float]:
-    """PSNR / SSIM (Y), global and 32-px-tile mean-colour error, and NIQE when asked."""
+    """PSNR / SSIM (Y), global and 32-px-tile mean-colour error, edge sharpness, flat noise, and NIQE when asked."""
     row = {
         "psnr": calculate_psnr(sr, hq, crop_border=crop_border),
         "ssim": calculate_ssim(sr, hq, crop_border=crop_border),
         "color_error": calculate_color_error(sr, hq, crop_border=crop_border),
         "local_color_error": calculate_color_error(sr, hq, crop_border=crop_border, block=32),
+        "edge_sharpness": calculate_edge_sharpness(sr, hq, crop_border=crop_border),
+        "flat_noise": calculate_flat_noise(sr, hq, crop_border=crop_border),
     }
     if niqe:
         from .niqe import calculate_niqe
