@@ -60,7 +60,7 @@ from iter_diffusers.training.losses import (
     frozen,
     generator_hinge_loss,
 )
-from iter_diffusers.training.objectives import lq_stage_losses, vqgan_losses
+from iter_diffusers.training.objectives import decoder_restoration_losses, lq_stage_losses, vqgan_losses
 from iter_diffusers.utils.image_files import to_u8
 
 logger = get_logger(__name__, log_level="INFO")
@@ -74,6 +74,7 @@ COMPONENT_CLASSES = {
 }
 ENCODER_CLASSES = {cls.__name__: cls for cls in (ITERDistortionRemovalEncoder, ITERUpsamplingEncoder)}
 LQ_COMPONENTS = ("encoder", "evaluator", "refiner")
+LQ_TRAINABLE = (*LQ_COMPONENTS, "decoder")  # "decoder": the VQGAN's decoder, on E_l's tokens
 SECRET_ARGS = ("hub_token",)  # never logged, tracked or written to a card
 
 
@@ -88,7 +89,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                        help="JSON {component: config} for components not taken from the starting pipeline "
                             "(vqvae, encoder, evaluator, refiner, scheduler, discriminator)")
     group.add_argument("--train_components", default="encoder,evaluator,refiner",
-                       help="lq stage: which of encoder,evaluator,refiner to train (the others stay frozen)")
+                       help="lq stage: which of encoder,evaluator,refiner to train (the others stay frozen); or "
+                            "'decoder' alone: the VQGAN's decoder learns to render the frozen E_l's tokens as the HQ "
+                            "image (and the HQ tokens still as the HQ image), its encoder and codebook frozen")
     group.add_argument("--vqgan_decoder_only", action="store_true",
                        help="vqgan stage: train only the VQGAN's decoder, its encoder and codebook frozen, so every "
                             "token (and E_l, φ_e, φ_r trained on them) stays valid; e.g. a GAN fine-tune for a "
@@ -153,7 +156,8 @@ def _add_loss_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--perceptual_weights_path", default=None,
                        help="local VGG16 weights (timm vgg16.tv_in1k safetensors) instead of the Hub download")
     group.add_argument("--lpips_weights", default=None, help="LPIPS linear calibration (vgg.pth v0.1) or 'auto'")
-    group.add_argument("--ssim_weight", type=float, default=1.0, help="vqgan stage: (1 − SSIM) weight")
+    group.add_argument("--ssim_weight", type=float, default=1.0,
+                       help="vqgan stage and the lq stage's decoder: (1 − SSIM) weight")
     group.add_argument("--gan_weight", type=float, default=0.1, help="hinge GAN weight")
     group.add_argument("--gan_start_step", type=int, default=0, help="vqgan stage: step from which the GAN is on")
     group.add_argument("--lq_gan", action="store_true",
@@ -215,9 +219,11 @@ def parse_args(argv=None):
     if args.dataset_name is None and args.train_data_dir is None:
         p.error("pass --dataset_name or --train_data_dir")
     args.train_components = tuple(c.strip() for c in args.train_components.split(",") if c.strip())
-    unknown = set(args.train_components) - set(LQ_COMPONENTS)
+    unknown = set(args.train_components) - set(LQ_TRAINABLE)
     if unknown:
-        p.error(f"--train_components: unknown {sorted(unknown)}; choose from {LQ_COMPONENTS}")
+        p.error(f"--train_components: unknown {sorted(unknown)}; choose from {LQ_TRAINABLE}")
+    if "decoder" in args.train_components and len(args.train_components) > 1:
+        p.error("--train_components: 'decoder' trains alone (on the tokens of the frozen E_l)")
     if args.vqgan_decoder_only and args.stage != "vqgan":
         p.error("--vqgan_decoder_only belongs to the vqgan stage")
     if args.vqgan_decoder_only and args.pretrained_model_name_or_path is None:
@@ -275,12 +281,22 @@ def load_components(args) -> dict:
 
 
 def gan_judged(trained) -> str:
-    """Whose image the LQ stage's discriminator judges: φ_r's when φ_r trains, else E_l's own."""
-    return "refiner" if "refiner" in trained else "encoder"
+    """Whose image the LQ stage's discriminator judges: φ_r's when φ_r trains, the decoder's rendering of S_l when
+    the decoder trains, else E_l's own."""
+    if "refiner" in trained:
+        return "refiner"
+    return "decoder" if {"decoder", "vqvae"} & set(trained) else "encoder"
 
 
 def trained_names(args) -> list[str]:
-    return ["vqvae"] if args.stage == "vqgan" else list(args.train_components)
+    if args.stage == "vqgan":
+        return ["vqvae"]
+    return ["vqvae" if name == "decoder" else name for name in args.train_components]
+
+
+def trains_decoder_only(args) -> bool:
+    """Whether only the VQGAN's decoder trains (its tokeniser frozen, so every token stays as it is)."""
+    return args.vqgan_decoder_only or (args.stage == "lq" and "decoder" in args.train_components)
 
 
 def build_perceptual(args, device):
@@ -471,6 +487,13 @@ def generator_step(run: TrainingRun, hq: torch.Tensor, lq: torch.Tensor, global_
                 run.trained["vqvae"], hq, discriminator=discriminator if gan_on else None, perceptual=run.perceptual,
                 l1_weight=args.l1_weight, perceptual_weight=args.perceptual_weight, ssim_weight=args.ssim_weight,
                 gan_weight=args.gan_weight)
+        elif "vqvae" in run.trained:  # the decoder, on the frozen E_l's tokens
+            gan_on = discriminator is not None
+            loss, terms, fake = decoder_restoration_losses(run.trained["vqvae"], run.components["encoder"], lq, hq,
+                                                           l1_weight=args.l1_weight, ssim_weight=args.ssim_weight)
+            if gan_on:
+                terms["gan_g"] = args.gan_weight * generator_hinge_loss(discriminator(fake))
+                loss = loss + terms["gan_g"]
         else:
             gan_on = discriminator is not None
             judged = gan_judged(run.trained)
@@ -548,7 +571,7 @@ def set_training_modes(components: dict, trained: dict, args, accelerator) -> No
         model.train()
         if args.gradient_checkpointing:
             model.enable_gradient_checkpointing()
-    if args.vqgan_decoder_only:  # the tokeniser stays as it is: E_l, φ_e and φ_r were trained on its tokens
+    if trains_decoder_only(args):  # the tokeniser stays as it is: E_l, φ_e and φ_r were trained on its tokens
         for part in (components["vqvae"].encoder, components["vqvae"].quantize):
             part.requires_grad_(False).eval()
 
@@ -755,6 +778,11 @@ def losses_summary(args, commitment_beta: float) -> str:
                     ("1 − SSIM", args.ssim_weight), (f"hinge GAN from step {args.gan_start_step}", args.gan_weight)]
     else:
         trains = set(args.train_components)
+        if trains == {"decoder"}:
+            return ", ".join(name if weight == 1 else f"{name} × {weight}" for name, weight in [
+                ("L1 of the decoder's images of S_l and of the HQ tokens", args.l1_weight),
+                ("1 − SSIM of both", args.ssim_weight),
+                ("hinge GAN on the decoder's image of S_l", args.gan_weight if args.lq_gan else 0)] if weight)
         encoder = [("token CE (E_l)", args.encoder_token_ce_weight),
                    ("E_l pixel L1", args.l1_weight if args.encoder_pixel_loss else 0),
                    ("E_l expected-embedding distance", args.encoder_embedding_weight),
@@ -770,7 +798,7 @@ def losses_summary(args, commitment_beta: float) -> str:
 def write_model_card(pipeline, args, names, degradation, metrics, history, steps, per_step, accelerator):
     source = args.dataset_name or Path(args.train_data_dir).name
     training = {
-        "stage": f"{args.stage} (trained: {'the decoder of ' if args.vqgan_decoder_only else ''}{', '.join(names)})",
+        "stage": f"{args.stage} (trained: {'the decoder of ' if trains_decoder_only(args) else ''}{', '.join(names)})",
         "started from": args.pretrained_model_name_or_path or f"random initialisation ({args.model_config})",
         "data": f"{source}; HQ crops {args.resolution}², x{pipeline.upscale_factor}",
         "degradations": "paired LQ column" if args.lq_image_column else json.dumps(degradation.to_dict()),

@@ -104,6 +104,7 @@ def test_encoder_from_vqgan_trains_saves_and_resumes_as_an_upsampling_encoder(co
     ("vqgan", ["--vqgan_decoder_only"], "--vqgan_decoder_only needs a trained VQGAN"),
     ("vqgan", ["--vqgan_decoder_only", "--pretrained_model_name_or_path", "x", "--codebook_restart_steps", 5],
      "would change the frozen codebook"),
+    ("lq", ["--train_components", "decoder,encoder"], "'decoder' trains alone"),
 ])
 def test_options_that_cannot_work_are_refused(converted_dir, photos, tmp_path, stage, extra, message):
     start = ["--model_config", TINY_CONFIG] if stage == "vqgan" else ["--pretrained_model_name_or_path", converted_dir]
@@ -126,6 +127,39 @@ def test_vqgan_decoder_only_keeps_every_token_and_the_lq_networks(converted_dir,
         assert all(torch.equal(v, _weights(out, name)[k]) for k, v in _weights(Path(converted_dir), name).items())
     card = (out / "README.md").read_text()
     assert "trained: the decoder of vqvae" in card and "VQ (β" not in card
+
+
+def test_lq_stage_decoder_learns_to_render_the_encoder_tokens(converted_dir, photos, tmp_path):
+    """--train_components decoder (here with the GAN on its image of S_l): only the VQGAN's decoder changes; its
+    tokeniser and E_l, φ_e, φ_r are saved exactly as they came."""
+    out = tmp_path / "decoder"
+    launch("--stage", "lq", *common(converted_dir, photos, out, 2), "--train_components", "decoder", "--lq_gan")
+    start, saved = _weights(Path(converted_dir), "vqvae"), _weights(out, "vqvae")
+    assert all(torch.equal(start[k], saved[k]) for k in start if not k.startswith("decoder."))
+    assert any(not torch.equal(start[k], saved[k]) for k in start if k.startswith("decoder.")), "decoder not trained"
+    for name in LQ_NETWORKS:
+        assert all(torch.equal(v, _weights(out, name)[k]) for k, v in _weights(Path(converted_dir), name).items())
+    card = (out / "README.md").read_text()
+    assert "trained: the decoder of vqvae" in card
+    assert "hinge GAN on the decoder's image of S_l × 0.1" in card
+
+
+def test_decoder_restoration_losses_train_the_decoder_on_both_token_maps():
+    from iter_diffusers.training.objectives import decoder_restoration_losses
+
+    vqvae, encoder = _tiny("vqvae"), _tiny("encoder")
+    vqvae.encoder.requires_grad_(False)
+    vqvae.quantize.requires_grad_(False)
+    hq = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    lq = torch.nn.functional.interpolate(hq, scale_factor=0.25, mode="area")
+    total, terms, image = decoder_restoration_losses(vqvae, encoder, lq, hq)
+    lq_tokens = encoder(lq).logits.argmax(dim=1)
+    assert torch.allclose(image, vqvae.decode(lq_tokens).sample)  # S_l, rendered as the pipeline renders it
+    assert {"decoder_restoration_l1", "decoder_reconstruction_l1", "decoder_restoration_ssim",
+            "decoder_reconstruction_ssim"} <= terms.keys()
+    total.backward()
+    assert all(p.grad is not None for p in vqvae.decoder.parameters())
+    assert all(p.grad is None for p in [*vqvae.encoder.parameters(), *encoder.parameters()])
 
 
 @pytest.mark.parametrize("stage,extra,stop,total", [

@@ -13,6 +13,9 @@ Two official behaviours are reproduced by default and can be switched off (see t
 * the perceptual loss is averaged over ``cat[E_l output, φ_r output]``; only the φ_r half has a gradient, so
   φ_r's perceptual term carries weight ½ (``perceptual_weight / 2``) unless ``encoder_pixel_loss`` is on.
 
+:func:`decoder_restoration_losses` is an addition for the VQGAN's decoder (the lq stage's ``decoder`` component):
+it learns to render E_l's tokens S_l as the HQ image while still rendering the HQ image's own tokens.
+
 Additions for E_l, off by default: ``embedding_weight > 0`` adds :func:`expected_embedding_loss`;
 ``latent_weight > 0`` adds :func:`latent_regression_loss` (E_l designs with latents, such as
 :class:`~iter_diffusers.models.ITERUpsamplingEncoder`); ``token_ce_weight`` scales (or, at 0, drops) the token CE.
@@ -155,3 +158,28 @@ def vqgan_losses(vqvae, hq, *, discriminator=None, perceptual=None, l1_weight=1.
     if discriminator is not None and gan_weight > 0:
         terms["gan_g"] = gan_weight * generator_hinge_loss(discriminator(reconstruction))
     return sum(terms.values()), terms, reconstruction
+
+
+def decoder_restoration_losses(vqvae, encoder, lq, hq, *, l1_weight: float = 1.0, ssim_weight: float = 1.0,
+                               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """Losses of the VQGAN decoder fine-tuned on E_l's tokens; returns (total, named terms, S_l's image).
+
+    The frozen E_l picks the tokens S_l of the LQ image (what the pipeline renders where φ_e trusts S_l); their
+    rendering is pulled towards the HQ image (L1 + (1 − SSIM)), as is the rendering of the HQ image's own tokens,
+    so the decoder stays the HQ VQGAN's decoder that φ_r's tokens need. The encoder and codebook are frozen, so no
+    token changes. S_l's image is returned for an adversarial loss.
+    """
+    with torch.no_grad():
+        with torch.autocast(hq.device.type, enabled=False):  # the ground truth in the VQGAN's own precision
+            gt_tokens = vqvae.quantize.indices(vqvae.encode(hq.to(vqvae.dtype)).latents)
+        lq_tokens = encoder(lq).logits.argmax(dim=1)
+    terms: dict[str, torch.Tensor] = {}
+    images = {}
+    for name, tokens in (("restoration", lq_tokens), ("reconstruction", gt_tokens)):
+        images[name] = vqvae.render(vqvae.quantize.get_codebook_entry(tokens)).float()
+        terms[f"decoder_{name}_l1"] = l1_weight * (images[name] - hq).abs().mean()
+        if ssim_weight > 0:
+            terms[f"decoder_{name}_ssim"] = ssim_weight * ssim_loss(images[name], hq)
+    total = sum(terms.values())
+    terms["token_accuracy"] = (lq_tokens == gt_tokens).float().mean()
+    return total, terms, images["restoration"]
