@@ -53,9 +53,9 @@ FOOTER = """\
 *Iterative Token Evaluation and Refinement for Real-World Super-Resolution*, AAAI 2024
 ([arXiv:2312.05616](https://arxiv.org/abs/2312.05616), [official code](https://github.com/chaofengc/ITER)).
 This page runs the iter-diffusers pipeline (code: Apache-2.0); the licence of the weights in use is stated with
-the model above. The bundled demo model is a small model trained on a CPU: it shows the algorithm at work; its
-colour fix keeps it as faithful as bicubic, but it does not visibly restore. For real restoration choose the
-official weights (a GPU helps).
+the model above. The bundled demo model is a small model trained on a CPU: it shows the algorithm at work, about as
+faithful as bicubic with crisper edges, but it does not restore texture. For real restoration choose the official
+weights (a GPU helps).
 """
 
 
