@@ -195,6 +195,9 @@ def _add_output_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--validation_resolution", type=int, default=None,
                        help="HQ validation crop side (default: --resolution)")
     group.add_argument("--validation_inference_steps", type=int, default=8)
+    group.add_argument("--validation_mask_threshold", type=float, default=None,
+                       help="lq stage: α for validation (default: the scheduler's; 0 when the decoder trains, so that "
+                            "validation scores its rendering of S_l)")
     group.add_argument("--report_to", default="tensorboard", help="tensorboard, wandb, all or none")
     group.add_argument("--logging_dir", default="logs")
     group.add_argument("--tracker_project_name", default="iter")
@@ -224,6 +227,8 @@ def parse_args(argv=None):
         p.error(f"--train_components: unknown {sorted(unknown)}; choose from {LQ_TRAINABLE}")
     if "decoder" in args.train_components and len(args.train_components) > 1:
         p.error("--train_components: 'decoder' trains alone (on the tokens of the frozen E_l)")
+    if "decoder" in args.train_components and args.stage == "vqgan":
+        p.error("--train_components decoder belongs to the lq stage; the vqgan stage's is --vqgan_decoder_only")
     if args.vqgan_decoder_only and args.stage != "vqgan":
         p.error("--vqgan_decoder_only belongs to the vqgan stage")
     if args.vqgan_decoder_only and args.pretrained_model_name_or_path is None:
@@ -263,6 +268,9 @@ def load_components(args) -> dict:
             components[name] = cls(**configs[name])
         else:
             raise SystemExit(f"error: no config for {name!r}: give it in --model_config or start from a pipeline")
+    if trains_decoder_only(args) and "vqvae" in configs:
+        raise SystemExit("error: the decoder-only training needs the trained VQGAN of --pretrained_model_name_or_path; "
+                         "--model_config must not define a new 'vqvae'")
     if args.pretrained_model_name_or_path and "scheduler" not in configs:
         components["scheduler"] = MaskedTokenScheduler.from_pretrained(args.pretrained_model_name_or_path,
                                                                        subfolder="scheduler", revision=args.revision)
@@ -281,11 +289,9 @@ def load_components(args) -> dict:
 
 
 def gan_judged(trained) -> str:
-    """Whose image the LQ stage's discriminator judges: φ_r's when φ_r trains, the decoder's rendering of S_l when
-    the decoder trains, else E_l's own."""
-    if "refiner" in trained:
-        return "refiner"
-    return "decoder" if {"decoder", "vqvae"} & set(trained) else "encoder"
+    """Whose image the LQ stage's E_l / φ_r discriminator judges: φ_r's when φ_r trains, else E_l's own (the
+    decoder stage's is always the decoder's rendering of S_l)."""
+    return "refiner" if "refiner" in trained else "encoder"
 
 
 def trained_names(args) -> list[str]:
@@ -360,6 +366,14 @@ def image_grid(rows: list[list[torch.Tensor]]) -> np.ndarray:
     return np.asarray(make_image_grid(tiles, rows=len(rows), cols=len(rows[0])))
 
 
+def validation_settings(args) -> dict:
+    """Pipeline settings of the lq stage's validation beyond T: α when given, or 0 for the decoder stage."""
+    threshold = args.validation_mask_threshold
+    if threshold is None and trains_decoder_only(args):
+        threshold = 0.0
+    return {} if threshold is None else {"mask_threshold": threshold}
+
+
 @torch.no_grad()
 def run_validation(pipeline, pairs, args, accelerator, step) -> dict:
     pipeline.set_progress_bar_config(disable=True)
@@ -371,7 +385,7 @@ def run_validation(pipeline, pairs, args, accelerator, step) -> dict:
         else:
             generator = torch.Generator().manual_seed(args.seed or 0)
             sr = pipeline(lq, num_inference_steps=args.validation_inference_steps, generator=generator,
-                          output_type="pt", tile_size=None).images[0].cpu()
+                          output_type="pt", tile_size=None, **validation_settings(args)).images[0].cpu()
         sr_u8, hq_u8 = (to_u8(t.permute(1, 2, 0).numpy()) for t in (sr, hq))
         psnrs.append(calculate_psnr(sr_u8, hq_u8, crop_border=4))
         ssims.append(calculate_ssim(sr_u8, hq_u8, crop_border=4))
@@ -486,11 +500,12 @@ def generator_step(run: TrainingRun, hq: torch.Tensor, lq: torch.Tensor, global_
             loss, terms, fake = vqgan_losses(
                 run.trained["vqvae"], hq, discriminator=discriminator if gan_on else None, perceptual=run.perceptual,
                 l1_weight=args.l1_weight, perceptual_weight=args.perceptual_weight, ssim_weight=args.ssim_weight,
-                gan_weight=args.gan_weight)
+                gan_weight=args.gan_weight, vq_weight=0 if args.vqgan_decoder_only else 1)
         elif "vqvae" in run.trained:  # the decoder, on the frozen E_l's tokens
             gan_on = discriminator is not None
-            loss, terms, fake = decoder_restoration_losses(run.trained["vqvae"], run.components["encoder"], lq, hq,
-                                                           l1_weight=args.l1_weight, ssim_weight=args.ssim_weight)
+            loss, terms, fake = decoder_restoration_losses(
+                run.trained["vqvae"], run.components["encoder"], lq, hq, l1_weight=args.l1_weight,
+                ssim_weight=args.ssim_weight, perceptual=run.perceptual, perceptual_weight=args.perceptual_weight)
             if gan_on:
                 terms["gan_g"] = args.gan_weight * generator_hinge_loss(discriminator(fake))
                 loss = loss + terms["gan_g"]
@@ -661,6 +676,9 @@ def train(args):
     accelerator = make_accelerator(args)
     components = load_components(args)
     scale = components["encoder"].config.scale_factor
+    if args.stage == "lq" and "decoder" in args.train_components and accelerator.num_processes > 1:
+        raise SystemExit("error: --train_components decoder runs in one process only (the decoder is called "
+                         "through its render method, which a distributed wrapper would not synchronise)")
     needs_latents = [option for option, used in (
         ("--encoder_latent_weight", args.encoder_latent_weight > 0),
         ("--lq_gan on E_l's image", args.lq_gan and "encoder" in args.train_components
@@ -728,9 +746,6 @@ def finish(run: TrainingRun, names, degradation, val_pairs, history: dict, globa
         for name, ema in run.emas.items():
             ema.copy_to(accelerator.unwrap_model(run.trained[name]).parameters())
         pipeline = assemble_pipeline(run.components, run.trained, accelerator)
-        for module in (pipeline.vqvae, pipeline.encoder, pipeline.evaluator, pipeline.refiner):
-            if module.dtype != torch.float32:
-                module.to(dtype=torch.float32)
         metrics = history["validation"]
         if val_pairs and history["validated_at"] != global_step:  # the final weights, unless just validated
             metrics = run_validation(pipeline, val_pairs, args, accelerator, global_step)
@@ -781,7 +796,7 @@ def losses_summary(args, commitment_beta: float) -> str:
         if trains == {"decoder"}:
             return ", ".join(name if weight == 1 else f"{name} × {weight}" for name, weight in [
                 ("L1 of the decoder's images of S_l and of the HQ tokens", args.l1_weight),
-                ("1 − SSIM of both", args.ssim_weight),
+                ("1 − SSIM of both", args.ssim_weight), ("perceptual of both", args.perceptual_weight),
                 ("hinge GAN on the decoder's image of S_l", args.gan_weight if args.lq_gan else 0)] if weight)
         encoder = [("token CE (E_l)", args.encoder_token_ce_weight),
                    ("E_l pixel L1", args.l1_weight if args.encoder_pixel_loss else 0),

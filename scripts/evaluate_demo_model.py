@@ -70,10 +70,11 @@ def summarise(rows: list[dict], label: str) -> list[str]:
         cells = []
         for metric in METRICS:
             values = [r[f"{method}_{metric}"] for r in rows if f"{method}_{metric}" in r]
-            cells.append(f"{np.mean(values):.{DECIMALS.get(metric, 2)}f}" if values else "–")
+            # NaN: a photo without edges to judge sharpness on
+            cells.append(f"{np.nanmean(values):.{DECIMALS.get(metric, 2)}f}" if values else "–")
         lines.append(f"| {label} | {method} | " + " | ".join(cells) + " |")
-    hq_noise = np.mean([r["hq_flat_noise"] for r in rows])
-    return lines + [f"| {label} | HQ | – | – | – | – | 1 | {hq_noise:.2f} | – |"]
+    reference = {"edge_sharpness": "1", "flat_noise": f"{np.mean([r['hq_flat_noise'] for r in rows]):.2f}"}
+    return lines + [f"| {label} | HQ | " + " | ".join(reference.get(metric, "–") for metric in METRICS) + " |"]
 
 
 def parse_named(values: list[str], what: str) -> dict[str, str]:

@@ -42,7 +42,7 @@ def test_bundled_model_serves_on_a_held_out_photo():
     split, never trained or tuned on), degraded by the held-out chain (not the training one), comes back as
     faithful as bicubic within 1.5 dB PSNR / 0.05 SSIM, with the same colours (measured: +0.16 dB, +0.007), and
     sharper, without speckle (measured: edge sharpness 0.251 against bicubic's 0.190; flat noise 0.51 against
-    bicubic's 0.66 and the HQ photo's 1.38)."""
+    bicubic's 0.66; the HQ photo's own grain is 1.38)."""
     from skimage import data
 
     lq, hq = make_pair(load_hq_array(data.coffee()), 4, "heldout", seed=0)
@@ -53,9 +53,9 @@ def test_bundled_model_serves_on_a_held_out_photo():
     assert ours_scores["psnr"] >= bicubic_scores["psnr"] - 1.5
     assert ours_scores["ssim"] >= bicubic_scores["ssim"] - 0.05
     assert ours_scores["color_error"] <= 3 and ours_scores["local_color_error"] <= 6
-    # sharper than bicubic on the photo's edges, and no speckle: flat regions no noisier than bicubic's or the HQ's
+    # sharper than bicubic on the photo's edges, and no speckle: flat regions no noisier than bicubic's
     assert ours_scores["edge_sharpness"] >= 1.2 * bicubic_scores["edge_sharpness"]
-    assert ours_scores["flat_noise"] <= max(bicubic_scores["flat_noise"], score(hq, hq, 4)["flat_noise"])
+    assert ours_scores["flat_noise"] <= bicubic_scores["flat_noise"]
     # and ITER is really at work: without the colour fix its own rendering differs from bicubic's
     raw = to_u8(pipe(lq, generator=torch.Generator().manual_seed(123), output_type="np", color_fix="none").images[0])
     assert np.abs(raw.astype(int) - bicubic(lq, 4)).mean() > 5

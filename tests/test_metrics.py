@@ -403,5 +403,12 @@ def test_sharpness_metrics_refuse_mismatched_or_flat_input():
         calculate_edge_sharpness(hq[:32], hq)
     with pytest.raises(ValueError, match="flat_fraction"):
         calculate_flat_noise(hq, hq, flat_fraction=0)
-    with pytest.raises(ValueError, match="no edges"):
-        calculate_edge_sharpness(hq, np.full_like(hq, 7))
+    with pytest.raises(ValueError, match="at least 3x3"):
+        calculate_flat_noise(hq[:8, :8], hq[:8, :8], crop_border=3)
+    with pytest.raises(ValueError, match="NaN"):
+        calculate_edge_sharpness(np.full(hq.shape, np.nan), hq)
+    # no edges worth a ratio (flat, or a 1-grey-level step): NaN, not a number that would skew an average
+    assert math.isnan(calculate_edge_sharpness(hq, np.full_like(hq, 7)))
+    faint = np.full_like(hq, 100)
+    faint[:, 32:] = 101
+    assert math.isnan(calculate_edge_sharpness(hq, faint))

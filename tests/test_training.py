@@ -105,6 +105,7 @@ def test_encoder_from_vqgan_trains_saves_and_resumes_as_an_upsampling_encoder(co
     ("vqgan", ["--vqgan_decoder_only", "--pretrained_model_name_or_path", "x", "--codebook_restart_steps", 5],
      "would change the frozen codebook"),
     ("lq", ["--train_components", "decoder,encoder"], "'decoder' trains alone"),
+    ("vqgan", ["--train_components", "decoder"], "the vqgan stage's is --vqgan_decoder_only"),
 ])
 def test_options_that_cannot_work_are_refused(converted_dir, photos, tmp_path, stage, extra, message):
     start = ["--model_config", TINY_CONFIG] if stage == "vqgan" else ["--pretrained_model_name_or_path", converted_dir]
@@ -147,19 +148,51 @@ def test_lq_stage_decoder_learns_to_render_the_encoder_tokens(converted_dir, pho
 def test_decoder_restoration_losses_train_the_decoder_on_both_token_maps():
     from iter_diffusers.training.objectives import decoder_restoration_losses
 
-    vqvae, encoder = _tiny("vqvae"), _tiny("encoder")
-    vqvae.encoder.requires_grad_(False)
-    vqvae.quantize.requires_grad_(False)
+    vqvae, encoder = _tiny("vqvae"), _tiny("encoder")  # nothing frozen: the function alone keeps the tokens fixed
     hq = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     lq = torch.nn.functional.interpolate(hq, scale_factor=0.25, mode="area")
-    total, terms, image = decoder_restoration_losses(vqvae, encoder, lq, hq)
+    perceptual = lambda image, target: (image - target).pow(2).mean()  # stands in for VGG16
+    total, terms, image = decoder_restoration_losses(vqvae, encoder, lq, hq, perceptual=perceptual)
     lq_tokens = encoder(lq).logits.argmax(dim=1)
     assert torch.allclose(image, vqvae.decode(lq_tokens).sample)  # S_l, rendered as the pipeline renders it
-    assert {"decoder_restoration_l1", "decoder_reconstruction_l1", "decoder_restoration_ssim",
-            "decoder_reconstruction_ssim"} <= terms.keys()
+    assert {f"decoder_{image}_{loss}" for image in ("restoration", "reconstruction")
+            for loss in ("l1", "ssim", "perceptual")} <= terms.keys()
     total.backward()
     assert all(p.grad is not None for p in vqvae.decoder.parameters())
-    assert all(p.grad is None for p in [*vqvae.encoder.parameters(), *encoder.parameters()])
+    frozen = [*vqvae.encoder.parameters(), *vqvae.quantize.parameters(), *encoder.parameters()]
+    assert all(p.grad is None for p in frozen)
+
+
+def test_frozen_networks_stay_fp32_under_mixed_precision(converted_dir, photos, tmp_path):
+    """Frozen networks are not cast to the autocast dtype: the pipeline saves their weights as they came."""
+    from types import SimpleNamespace
+
+    train_iter = _train_script()
+    args = train_iter.parse_args(["--stage", "lq", *map(str, common(converted_dir, photos, tmp_path, 1)),
+                                  "--train_components", "refiner", "--mixed_precision", "bf16"])
+    components = train_iter.load_components(args)
+    accelerator = SimpleNamespace(device=torch.device("cpu"), mixed_precision="bf16")
+    train_iter.set_training_modes(components, {"refiner": components["refiner"]}, args, accelerator)
+    for name in ("vqvae", "encoder", "evaluator"):
+        assert components[name].dtype == torch.float32 and not components[name].training, name
+
+
+def test_the_decoder_stage_validates_its_rendering_of_the_encoder_tokens(converted_dir, photos, tmp_path):
+    train_iter = _train_script()
+    base = ["--stage", "lq", *map(str, common(converted_dir, photos, tmp_path, 1))]
+    assert train_iter.validation_settings(train_iter.parse_args(base)) == {}
+    decoder = train_iter.parse_args([*base, "--train_components", "decoder"])
+    assert train_iter.validation_settings(decoder) == {"mask_threshold": 0.0}
+    given = train_iter.parse_args([*base, "--validation_mask_threshold", "0.5"])
+    assert train_iter.validation_settings(given) == {"mask_threshold": 0.5}
+
+
+def test_decoder_training_refuses_a_new_vqgan_config(converted_dir, photos, tmp_path):
+    config = tmp_path / "config.json"
+    config.write_text(TINY_CONFIG.read_text())  # defines a fresh, untrained vqvae
+    result = launch("--stage", "lq", *common(converted_dir, photos, tmp_path / "out", 1), "--train_components",
+                    "decoder", "--model_config", config, check=False)
+    assert result.returncode != 0 and "must not define a new 'vqvae'" in result.stderr, result.stderr[-2000:]
 
 
 @pytest.mark.parametrize("stage,extra,stop,total", [
@@ -514,6 +547,22 @@ def test_two_processes_train_the_requested_steps_checkpoint_once_and_resume(conv
     assert "resuming from" in result.stdout + result.stderr
     assert json.loads((out / "training_summary.json").read_text())["steps"] == 3
     ITERPipeline.from_pretrained(out)  # one complete pipeline, written once
+
+
+def test_two_processes_train_the_vqgan_decoder_or_refuse_plainly(converted_dir, photos, tmp_path):
+    """--vqgan_decoder_only runs its decoder through the distributed wrapper's forward, so it trains on two
+    processes; the lq stage's decoder is called outside it, so two processes are refused before training."""
+    def launch_two(*args):
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(SCRIPT), *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600)
+
+    out = tmp_path / "vqgan"
+    result = launch_two("--stage", "vqgan", "--vqgan_decoder_only", *common(converted_dir, photos, out, 1))
+    assert result.returncode == 0, result.stderr[-3000:]
+    start, saved = _weights(Path(converted_dir), "vqvae"), _weights(out, "vqvae")
+    assert all(torch.equal(start[k], saved[k]) for k in start if not k.startswith("decoder."))
+    result = launch_two("--stage", "lq", "--train_components", "decoder", *common(converted_dir, photos, tmp_path, 1))
+    assert result.returncode != 0 and "runs in one process only" in result.stderr, result.stderr[-3000:]
 
 
 def test_no_secret_is_written_and_odd_checkpoint_folders_are_ignored(converted_dir, photos, tmp_path):

@@ -3,15 +3,17 @@ left flat?
 
 PSNR and SSIM reward the blur of a conditional mean, and no-reference scores such as NIQE reward invented texture,
 so neither says whether an upscale is *sharper than bicubic without speckle*. These two numbers measure exactly that,
-on the BT.601 Y channel (0–255 scale) after ``crop_border``, using the ground truth ``hq`` only to choose where to
-look:
+on the BT.601 Y channel (0–255 scale) after ``crop_border``; the ground truth ``hq`` chooses where to look (and, for
+edges, sets the scale):
 
 * :func:`calculate_edge_sharpness`: on the ground truth's edges (the pixels whose gradient magnitude is in its top
   ``edge_fraction``), the mean gradient magnitude of ``sr`` divided by that of ``hq``. 1 is the ground truth's
-  sharpness, a blurry upscale scores well below 1, and values above 1 mean overshoot (ringing, halos);
+  sharpness, a blurry upscale scores well below 1, and values above 1 mean overshoot (ringing, halos). A reference
+  without edges worth the name (mean gradient on them under 2 grey levels per pixel) gives NaN: no ratio to take;
 * :func:`calculate_flat_noise`: on the ground truth's flattest pixels (local standard deviation, Gaussian σ = 3 px,
   in its bottom ``flat_fraction``), the RMS of ``sr``'s high-pass residual (the image minus its Gaussian blur, σ = 1.5 px), in
-  grey levels. Invented speckle raises it above the ground truth's own value; a smooth upscale stays near it.
+  grey levels. Compare it with bicubic's on the same photo: invented speckle lifts it above, a clean upscale stays
+  at or below. The ground truth's own value (its grain) is usually higher than both.
 """
 
 from __future__ import annotations
@@ -19,19 +21,23 @@ from __future__ import annotations
 import numpy as np
 
 from ..utils.gaussian import gaussian_kernel_1d
-from .metrics import correlate_separable, prepare_for_metric
+from .metrics import _pair, correlate_separable
 
 __all__ = ["calculate_edge_sharpness", "calculate_flat_noise"]
 
+MIN_EDGE_GRADIENT = 2.0  # grey levels per pixel: below it a reference has no edges to compare sharpness on
 _BLUR = gaussian_kernel_1d(9, 1.5)  # the high-pass residual's low-pass
 # Flatness is judged over twice the residual's reach, so a change on an edge cannot leak into "flat" pixels.
 _NEIGHBOURHOOD = gaussian_kernel_1d(17, 3.0)
 
 
 def _luma_pair(sr: np.ndarray, hq: np.ndarray, crop_border: int) -> tuple[np.ndarray, np.ndarray]:
-    if np.shape(sr) != np.shape(hq):
-        raise ValueError(f"image shapes differ: {np.shape(sr)} vs {np.shape(hq)}")
-    return prepare_for_metric(sr, crop_border)[:, :, 0], prepare_for_metric(hq, crop_border)[:, :, 0]
+    y_sr, y_hq = (y[:, :, 0] for y in _pair(sr, hq, crop_border, test_y_channel=True))
+    if min(y_sr.shape) < 3:
+        raise ValueError(f"need at least 3x3 pixels after cropping, got {y_sr.shape[0]}x{y_sr.shape[1]}")
+    if not (np.isfinite(y_sr).all() and np.isfinite(y_hq).all()):
+        raise ValueError("images with NaN or infinite values")
+    return y_sr, y_hq
 
 
 def _gradient_magnitude(y: np.ndarray) -> np.ndarray:
@@ -44,17 +50,17 @@ def _blur(y: np.ndarray, kernel: np.ndarray = _BLUR) -> np.ndarray:
 
 
 def calculate_edge_sharpness(sr: np.ndarray, hq: np.ndarray, crop_border: int = 0, edge_fraction: float = 0.1) -> float:
-    """Mean gradient magnitude of ``sr`` over ``hq``'s strongest edges, relative to ``hq``'s (1 = as sharp)."""
+    """Mean gradient magnitude of ``sr`` over ``hq``'s strongest edges, relative to ``hq``'s (1 = as sharp; NaN
+    when ``hq`` has no edges)."""
     if not 0 < edge_fraction <= 1:
         raise ValueError(f"edge_fraction must be in (0, 1], got {edge_fraction}")
     y_sr, y_hq = _luma_pair(sr, hq, crop_border)
     grad_sr, grad_hq = _gradient_magnitude(y_sr), _gradient_magnitude(y_hq)
-    if not grad_hq.any():
-        raise ValueError("the reference image has no edges (it is flat)")
     # ">= quantile" alone would take every pixel of a mostly flat reference (quantile 0): edges have a gradient
     edges = (grad_hq >= np.quantile(grad_hq, 1 - edge_fraction)) & (grad_hq > 0)
-    reference = grad_hq[edges].mean()
-    return float(grad_sr[edges].mean() / reference)
+    if not edges.any() or grad_hq[edges].mean() < MIN_EDGE_GRADIENT:
+        return float("nan")
+    return float(grad_sr[edges].mean() / grad_hq[edges].mean())
 
 
 def calculate_flat_noise(sr: np.ndarray, hq: np.ndarray, crop_border: int = 0, flat_fraction: float = 0.3) -> float:

@@ -145,12 +145,17 @@ def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, tr
 
 
 def vqgan_losses(vqvae, hq, *, discriminator=None, perceptual=None, l1_weight=1.0, perceptual_weight=1.0,
-                 ssim_weight=1.0, gan_weight=0.1) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+                 ssim_weight=1.0, gan_weight=0.1, vq_weight=1.0,
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """Stage I generator losses: VQ (legacy β) + L1 + perceptual + (1 − SSIM) + hinge GAN. Returns the
-    reconstruction too (for the discriminator step)."""
-    out = vqvae(hq.to(vqvae.dtype))
+    reconstruction too (for the discriminator step). ``vq_weight=0`` leaves out the VQ term, a constant when the
+    encoder and codebook are frozen."""
+    # The dtype from the parameters: a distributed wrapper around the VQGAN has no ``dtype``.
+    out = vqvae(hq.to(next(vqvae.parameters()).dtype))
     reconstruction = out.sample.float()
-    terms = {"vq": out.commit_loss.float(), "l1": l1_weight * (reconstruction - hq).abs().mean()}
+    terms = {"l1": l1_weight * (reconstruction - hq).abs().mean()}
+    if vq_weight > 0:
+        terms["vq"] = vq_weight * out.commit_loss.float()
     if perceptual is not None and perceptual_weight > 0:
         terms["perceptual"] = perceptual_weight * perceptual(reconstruction, hq)
     if ssim_weight > 0:
@@ -161,25 +166,28 @@ def vqgan_losses(vqvae, hq, *, discriminator=None, perceptual=None, l1_weight=1.
 
 
 def decoder_restoration_losses(vqvae, encoder, lq, hq, *, l1_weight: float = 1.0, ssim_weight: float = 1.0,
+                               perceptual=None, perceptual_weight: float = 1.0,
                                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
     """Losses of the VQGAN decoder fine-tuned on E_l's tokens; returns (total, named terms, S_l's image).
 
     The frozen E_l picks the tokens S_l of the LQ image (what the pipeline renders where φ_e trusts S_l); their
-    rendering is pulled towards the HQ image (L1 + (1 − SSIM)), as is the rendering of the HQ image's own tokens,
-    so the decoder stays the HQ VQGAN's decoder that φ_r's tokens need. The encoder and codebook are frozen, so no
-    token changes. S_l's image is returned for an adversarial loss.
+    rendering is pulled towards the HQ image (L1 + (1 − SSIM) + perceptual), as is the rendering of the HQ image's
+    own tokens, so the decoder stays the HQ VQGAN's decoder that φ_r's tokens need. No token changes and only the
+    decoder gets a gradient (the codes are detached). S_l's image is returned for an adversarial loss.
     """
-    with torch.no_grad():
-        with torch.autocast(hq.device.type, enabled=False):  # the ground truth in the VQGAN's own precision
-            gt_tokens = vqvae.quantize.indices(vqvae.encode(hq.to(vqvae.dtype)).latents)
-        lq_tokens = encoder(lq).logits.argmax(dim=1)
+    # Both token maps in fp32 whatever the autocast, as the pipeline picks them: bf16 would move near-tied tokens.
+    with torch.no_grad(), torch.autocast(hq.device.type, enabled=False):
+        gt_tokens = vqvae.quantize.indices(vqvae.encode(hq.to(vqvae.dtype)).latents)
+        lq_tokens = encoder(lq.to(encoder.dtype)).logits.argmax(dim=1)
     terms: dict[str, torch.Tensor] = {}
     images = {}
     for name, tokens in (("restoration", lq_tokens), ("reconstruction", gt_tokens)):
-        images[name] = vqvae.render(vqvae.quantize.get_codebook_entry(tokens)).float()
+        images[name] = vqvae.render(vqvae.quantize.get_codebook_entry(tokens).detach()).float()
         terms[f"decoder_{name}_l1"] = l1_weight * (images[name] - hq).abs().mean()
         if ssim_weight > 0:
             terms[f"decoder_{name}_ssim"] = ssim_weight * ssim_loss(images[name], hq)
+        if perceptual is not None and perceptual_weight > 0:
+            terms[f"decoder_{name}_perceptual"] = perceptual_weight * perceptual(images[name], hq)
     total = sum(terms.values())
     terms["token_accuracy"] = (lq_tokens == gt_tokens).float().mean()
     return total, terms, images["restoration"]
