@@ -506,9 +506,6 @@ def generator_step(run: TrainingRun, hq: torch.Tensor, lq: torch.Tensor, global_
             loss, terms, fake = decoder_restoration_losses(
                 run.trained["vqvae"], run.components["encoder"], lq, hq, l1_weight=args.l1_weight,
                 ssim_weight=args.ssim_weight, perceptual=run.perceptual, perceptual_weight=args.perceptual_weight)
-            if gan_on:
-                terms["gan_g"] = args.gan_weight * generator_hinge_loss(discriminator(fake))
-                loss = loss + terms["gan_g"]
         else:
             gan_on = discriminator is not None
             judged = gan_judged(run.trained)
@@ -519,9 +516,10 @@ def generator_step(run: TrainingRun, hq: torch.Tensor, lq: torch.Tensor, global_
                 pixel_weight=args.l1_weight, embedding_weight=args.encoder_embedding_weight,
                 decode_refined=gan_on and judged == "refiner", decode_encoder=gan_on and judged == "encoder",
                 token_ce_weight=args.encoder_token_ce_weight, latent_weight=args.encoder_latent_weight)
-            if gan_on and fake is not None:  # no image when neither φ_r nor E_l is trained
-                terms["gan_g"] = args.gan_weight * generator_hinge_loss(discriminator(fake))
-                loss = loss + terms["gan_g"]
+        # the lq stage's adversarial term (vqgan_losses adds its own); no image when only φ_e trains
+        if args.stage == "lq" and gan_on and fake is not None:
+            terms["gan_g"] = args.gan_weight * generator_hinge_loss(discriminator(fake))
+            loss = loss + terms["gan_g"]
         accelerator.backward(loss)
     if accelerator.sync_gradients and args.max_grad_norm:
         accelerator.clip_grad_norm_(run.params, args.max_grad_norm)
@@ -793,20 +791,19 @@ def losses_summary(args, commitment_beta: float) -> str:
                     ("1 − SSIM", args.ssim_weight), (f"hinge GAN from step {args.gan_start_step}", args.gan_weight)]
     else:
         trains = set(args.train_components)
-        if trains == {"decoder"}:
-            return ", ".join(name if weight == 1 else f"{name} × {weight}" for name, weight in [
-                ("L1 of the decoder's images of S_l and of the HQ tokens", args.l1_weight),
-                ("1 − SSIM of both", args.ssim_weight), ("perceptual of both", args.perceptual_weight),
-                ("hinge GAN on the decoder's image of S_l", args.gan_weight if args.lq_gan else 0)] if weight)
         encoder = [("token CE (E_l)", args.encoder_token_ce_weight),
                    ("E_l pixel L1", args.l1_weight if args.encoder_pixel_loss else 0),
                    ("E_l expected-embedding distance", args.encoder_embedding_weight),
                    ("E_l latent regression", args.encoder_latent_weight)]
         refiner = [("refinement CE (φ_r)", 1), ("perceptual through the decoder", args.perceptual_weight)]
-        judged = {"refiner": "φ_r", "encoder": "E_l"}[gan_judged(trains)]
+        decoder = [("L1 of the decoder's images of S_l and of the HQ tokens", args.l1_weight),
+                   ("1 − SSIM of both", args.ssim_weight), ("perceptual of both", args.perceptual_weight)]
+        judged = "the decoder's image of S_l" if "decoder" in trains else \
+            {"refiner": "φ_r's image", "encoder": "E_l's image"}[gan_judged(trains)]
         weighted = [*(encoder if "encoder" in trains else []), *(refiner if "refiner" in trains else []),
                     *([("class-balanced CE + mask CE (φ_e)", 1)] if "evaluator" in trains else []),
-                    (f"hinge GAN on {judged}'s image", args.gan_weight if args.lq_gan else 0)]
+                    *(decoder if "decoder" in trains else []),
+                    (f"hinge GAN on {judged}", args.gan_weight if args.lq_gan else 0)]
     return ", ".join(name if weight == 1 else f"{name} × {weight}" for name, weight in weighted if weight)
 
 
