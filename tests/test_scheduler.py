@@ -345,21 +345,41 @@ def test_mask_temperature_changes_distribution():
     assert 0.35 < left_share[100.0] < 0.65
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine", "pow2"])
 @pytest.mark.parametrize("size", [(1, 1), (4, 6), (16, 16)])
-def test_random_visible_mask_hides_exact_count(size):
+def test_random_visible_mask_hides_exact_count(size, schedule):
+    """The training masking follows the scheduler's own γ (it was hard-coded to cosine)."""
     h, w = size
-    scheduler = MaskedTokenScheduler()
+    scheduler = MaskedTokenScheduler(masking_schedule=schedule)
     batch = 5
     mask = scheduler.random_visible_mask(batch, h, w, generator=gen(9))
     assert mask.shape == (batch, h, w) and mask.dtype == torch.float32
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
-    ratio = torch.cos(torch.rand(batch, generator=gen(9)) * math.pi / 2)  # the same first draw
-    expected = (ratio * h * w).int().clamp(min=1)
+    progress = torch.rand(batch, generator=gen(9))  # the same first draw
+    expected = (masking_ratio(progress, schedule) * h * w).int().clamp(min=1)
     hidden = (1 - mask).flatten(1).sum(1).int()
     assert torch.equal(hidden, expected)
     assert torch.all(hidden >= 1)
     again = scheduler.random_visible_mask(batch, h, w, generator=gen(9))
     assert torch.equal(mask, again)
+    # an explicit schedule overrides the config's (the training script asks for the official cosine)
+    cosine = scheduler.random_visible_mask(batch, h, w, generator=gen(9), masking_schedule="cosine")
+    expected_cosine = (torch.cos(progress * math.pi / 2) * h * w).int().clamp(min=1)
+    assert torch.equal((1 - cosine).flatten(1).sum(1).int(), expected_cosine)
+
+
+def test_random_visible_mask_draws_on_the_generators_device(monkeypatch):
+    """A CUDA generator needs its draws made on CUDA: every torch.rand call gets the generator's device."""
+    devices = []
+    real_rand = torch.rand
+
+    def recording_rand(*size, generator=None, device=None, **kwargs):
+        devices.append((generator.device if generator is not None else None, torch.device(device)))
+        return real_rand(*size, generator=generator, device=device, **kwargs)
+
+    monkeypatch.setattr(torch, "rand", recording_rand)
+    MaskedTokenScheduler().random_visible_mask(2, 4, 4, generator=gen(1))
+    assert len(devices) == 2 and all(draw == generator for generator, draw in devices)
 
 
 def test_step_accepts_the_sequence_form():

@@ -207,15 +207,20 @@ class MaskedTokenScheduler(SchedulerMixin, ConfigMixin):
         return MaskedTokenSchedulerOutput(prev_sample=prev_sample, pred_original_sample=pred_original_sample)
 
     def random_visible_mask(
-        self, batch: int, height: int, width: int, generator: torch.Generator | None = None, device=None
+        self, batch: int, height: int, width: int, generator: torch.Generator | None = None, device=None,
+        masking_schedule: str | None = None,
     ) -> torch.Tensor:
-        """Training-time masking: per image, hide exactly ``max(1, int(cos(uπ/2)·h·w))`` random positions, u ~ U(0,1).
+        """Training-time masking: per image, hide exactly ``max(1, int(γ(u)·h·w))`` random positions, u ~ U(0, 1).
 
-        Returns the visible mask (B, h, w) float: 1 = visible, 0 = hidden (the official ``sample_k``).
+        γ is ``masking_schedule`` (default: the config's; the official training masks with ``"cosine"``).
+        Returns the visible mask (B, h, w) float on ``device``: 1 = visible, 0 = hidden (the official ``sample_k``).
+        The draws are made on the generator's device (a CUDA generator works), else on ``device``.
         """
-        ratio = torch.cos(torch.rand(batch, generator=generator) * math.pi / 2)
-        num_hidden = (ratio * height * width).int().clamp(min=1)
-        scores = torch.rand(batch, height * width, generator=generator)
+        schedule = self.config.masking_schedule if masking_schedule is None else masking_schedule
+        draw_device = generator.device if generator is not None else torch.device(device or "cpu")
+        progress = torch.rand(batch, generator=generator, device=draw_device)
+        num_hidden = (masking_ratio(progress, schedule) * height * width).int().clamp(min=1)
+        scores = torch.rand(batch, height * width, generator=generator, device=draw_device)
         ranks = scores.argsort(dim=1, descending=True).argsort(dim=1)
         hidden = ranks < num_hidden[:, None]
         return (~hidden).float().view(batch, height, width).to(device)

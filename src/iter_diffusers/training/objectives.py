@@ -122,7 +122,8 @@ def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, tr
         terms["evaluator_init"] = class_balanced_cross_entropy(crit.float().permute(0, 2, 3, 1).flatten(0, 2), right.flatten())
 
     batch, height, width = gt_tokens.shape
-    visible = scheduler.random_visible_mask(batch, height, width, device=gt_tokens.device)
+    # φ_r trains on the official training schedule (cosine), whatever schedule the pipeline samples with.
+    visible = scheduler.random_visible_mask(batch, height, width, device=gt_tokens.device, masking_schedule="cosine")
     refine_logits = refiner(gt_tokens, lq_tokens, visible_mask=visible, trusted_mask=trusted).logits
     refined_image = None
     if "refiner" in train:
