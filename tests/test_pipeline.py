@@ -5,6 +5,7 @@ The ``pipe`` fixture (conftest) is the tiny x4 pipeline with the progress bar di
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import PIL.Image
@@ -281,6 +282,11 @@ BAD_INPUTS = {
     "steps_zero": (torch.rand(1, 3, 8, 8), {"num_inference_steps": 0}, ValueError, "num_inference_steps"),
     "token_temperature": (torch.rand(1, 3, 8, 8), {"token_temperature": 0.0}, ValueError, "token_temperature"),
     "mask_temperature": (torch.rand(1, 3, 8, 8), {"mask_temperature": -1.0}, ValueError, "mask_temperature"),
+    "alpha_above_one": (torch.rand(1, 3, 8, 8), {"mask_threshold": 1.5}, ValueError, r"mask_threshold .* \[0, 1\]"),
+    "alpha_negative": (torch.rand(1, 3, 8, 8), {"mask_threshold": -0.5}, ValueError, r"mask_threshold .* \[0, 1\]"),
+    "alpha_string": (torch.rand(1, 3, 8, 8), {"mask_threshold": "0.7"}, ValueError, "mask_threshold"),
+    "tile_batch_zero": (torch.rand(1, 3, 8, 8), {"tile_batch_size": 0}, ValueError, "tile_batch_size"),
+    "per_prompt_zero": (torch.rand(1, 3, 8, 8), {"num_images_per_prompt": 0}, ValueError, "num_images_per_prompt"),
     "callback_names": (
         torch.rand(1, 3, 8, 8),
         {"callback_on_step_end": lambda p, i, t, kw: kw, "callback_on_step_end_tensor_inputs": ["prompt_embeds"]},
@@ -303,6 +309,14 @@ def test_bad_inputs_raise_clear_errors(pipe, name):
     value, kwargs, error, match = BAD_INPUTS[name]
     with pytest.raises(error, match=match):
         pipe(value, **{"num_inference_steps": 2, "output_type": "pt", **kwargs})
+
+
+def test_call_checks_take_keywords_only():
+    """The checks live in another module: by keyword, no argument can land in another's place."""
+    from iter_diffusers.pipelines.checks import check_call_arguments
+
+    with pytest.raises(TypeError, match="positional"):
+        check_call_arguments(1, "pt", None, 0, None, [], 1, None, None, None, None, 1, [])
 
 
 def test_latents_replace_the_encoder_tokens(pipe):
@@ -650,6 +664,39 @@ def test_auto_tiling(pipe, monkeypatch):
     assert pipe.auto_tile_shape(20, 20, 4) is None  # fits: not tiled
 
 
+@pytest.mark.parametrize("available", [600 * 2**20, 64 * 2**30, None])
+def test_the_tiling_plan_and_the_image_do_not_depend_on_the_machine(pipe, monkeypatch, caplog, available):
+    """The same call gives the same image whatever memory the machine has free (it used to tile by free memory)
+    and whatever the dtype; where the memory is short it says so, naming a tile_size, and changes nothing."""
+    per_pixel = pipe.activation_bytes_per_pixel()
+    monkeypatch.setattr(tiling, "AUTO_TILE_BUDGET", 40 * 40 * per_pixel)  # 24×20 runs whole, 60×70 tiles
+    x, big = image(24, 20), image(60, 70, seed=1)
+    reference = run(pipe, x, steps=2), run(pipe, big, steps=2, tile_padding=4)
+    plan = pipe.auto_tile_shape(60, 70, 4)
+    assert plan is not None and pipe.auto_tile_shape(24, 20, 4) is None
+    monkeypatch.setattr(tiling, "available_memory", lambda device: available if available is None
+                        else min(available, 20 * 20 * per_pixel))  # "short": below one run's estimate
+    with caplog.at_level("WARNING"):
+        again = run(pipe, x, steps=2), run(pipe, big, steps=2, tile_padding=4)
+    assert pipe.auto_tile_shape(60, 70, 4) == plan
+    assert all(torch.equal(a, b) for a, b in zip(reference, again))
+    warned = [r.getMessage() for r in caplog.records if "may run out of memory" in r.getMessage()]
+    assert (len(warned) == 2 and all("tile_size=" in w for w in warned)) if available else not warned
+    pipe.to(dtype=torch.bfloat16)
+    assert pipe.auto_tile_shape(60, 70, 4) == plan  # the plan is taken at fp32, whatever the dtype
+
+
+def test_available_memory_takes_memavailable_and_the_cgroup_limit(monkeypatch):
+    monkeypatch.setattr(tiling, "_meminfo_available", lambda: 8 * 2**30)
+    files = {"/sys/fs/cgroup/memory.max": 3 * 2**30, "/sys/fs/cgroup/memory.current": 2**30}
+    monkeypatch.setattr(tiling, "_read_int", files.get)
+    assert tiling.available_memory(torch.device("cpu")) == 2 * 2**30  # the cgroup's headroom is the smaller
+    files["/sys/fs/cgroup/memory.max"] = None  # "max": no limit
+    assert tiling.available_memory(torch.device("cpu")) == 8 * 2**30
+    if Path("/proc/meminfo").exists():
+        assert tiling._meminfo_available() > 0
+
+
 def test_tiling_rejects_intermediates_latents_and_latent_output(pipe):
     x = image()
     with pytest.raises(ValueError, match="return_intermediates"):
@@ -724,19 +771,74 @@ def test_progress_bar_config(pipe, capsys):
 # ---------------------------------------------------------------------------------------------- components
 
 
-@pytest.mark.parametrize("component,change,message", [
-    ("encoder", {"num_vq_embeddings": 32}, r"codebook size K differs: vqvae.num_vq_embeddings = \d+ but encoder\.num"),
-    ("refiner", {"num_vq_embeddings": 32, "out_channels": 32}, "but refiner.num_vq_embeddings = 32"),
-    ("evaluator", {"swin_window_size": 4}, r"Swin window \(tokens\) differs: encoder.swin_window_size = \d+ but evaluator"),
-    ("encoder", {"vq_scale_factor": 16}, "encoder.vq_scale_factor = 16 but the vqvae downsamples by 8"),
-    ("evaluator", {"out_channels": 3}, "evaluator scores"),
-])
-def test_mismatched_components_are_refused(pipe, component, change, message):
+def _with(pipe, component, change) -> dict:
+    """The pipeline's components with one rebuilt from its config plus ``change`` (random weights)."""
     parts = dict(pipe.components)
     original = parts[component]
+    torch.manual_seed(0)
     parts[component] = type(original).from_config({**original.config, **change})
+    return parts
+
+
+# Each kept rule, the pair that violates it, and how that pair fails when the rule is bypassed: every refusal
+# names a configuration that cannot run (or cannot give an s× image), never one the official code runs.
+VIOLATIONS = {
+    "encoder ids beyond φ_e": ("encoder", {"num_vq_embeddings": 128},
+                               "encoder.num_vq_embeddings = 128 but evaluator.num_vq_embeddings = 64", IndexError),
+    "refiner ids beyond φ_e": ("refiner", {"num_vq_embeddings": 128, "out_channels": 128},
+                               "refiner.num_vq_embeddings = 128 but evaluator.num_vq_embeddings = 64", IndexError),
+    "ids beyond the codebook": ("vqvae", {"num_vq_embeddings": 32}, "but vqvae.num_vq_embeddings = 32", IndexError),
+    "token size": ("encoder", {"vq_scale_factor": 16}, "encoder.vq_scale_factor = 16 but the vqvae upsamples by 8",
+                   "not 4x"),
+    "one-way evaluator": ("evaluator", {"out_channels": 1}, "evaluator scores", IndexError),
+}
+
+
+@pytest.mark.parametrize("violation", list(VIOLATIONS))
+def test_each_kept_component_rule_refuses_a_pair_that_cannot_run(pipe, monkeypatch, violation):
+    component, change, message, failure = VIOLATIONS[violation]
+    parts = _with(pipe, component, change)
     with pytest.raises(ValueError, match=message):
         ITERPipeline(**parts)
+    monkeypatch.setattr(pipeline_iter, "check_components", lambda *args: None)
+    unchecked = ITERPipeline(**parts)
+    unchecked.set_progress_bar_config(disable=True)
+    x = image(40, 40)
+    if failure == "not 4x":  # tokens of 4 LQ pixels rendered as 8 HQ pixels: a 2× image, cut short
+        out = run(unchecked, x, mask_threshold=1.0, color_fix="none")
+        assert out.shape[-2:] != (40 * S, 40 * S)
+    else:
+        with pytest.raises(failure):
+            run(unchecked, x, mask_threshold=1.0)  # α = 1: φ_r runs every step
+
+
+@pytest.mark.parametrize("component,change", [
+    ("vqvae", {"swin_window_size": 4}),  # the official VQGAN's window is its own; E_l, φ_e and φ_r use 8
+    ("evaluator", {"swin_window_size": 4}),
+    ("refiner", {"swin_window_size": 2}),
+    ("vqvae", {"num_vq_embeddings": 128}),  # a larger codebook than the ids E_l and φ_r emit
+])
+def test_legal_unusual_pairs_are_accepted_and_run(pipe, component, change):
+    unusual = ITERPipeline(**_with(pipe, component, change))
+    unusual.set_progress_bar_config(disable=True)
+    assert unusual.token_window == 8 and unusual.pad_multiple == pipe.pad_multiple
+    out = run(unusual, image(20, 28), mask_threshold=1.0)
+    assert out.shape == (1, 3, 20 * S, 28 * S) and torch.isfinite(out).all()
+
+
+def test_windows_that_do_not_divide_e_ls_pad_to_their_common_multiple(pipe):
+    """A VQGAN window of 16 (or 12) on E_l's 8: the token grid is padded to the least common multiple, which is the
+    official padding on every input whose official grid is such a multiple, and runs on the others too."""
+    for window, multiple in ((16, 16), (12, 24)):
+        unusual = ITERPipeline(**_with(pipe, "vqvae", {"swin_window_size": window}))
+        unusual.set_progress_bar_config(disable=True)
+        assert unusual.token_window == multiple and unusual.pad_multiple == multiple * 2
+        out = run(unusual, image(20, 40), mask_threshold=1.0)
+        assert out.shape == (1, 3, 20 * S, 40 * S)
+        for side in range(1, 200):
+            official = (side // pipe.pad_multiple + 1) * pipe.pad_multiple  # E_l's own multiple, as officially
+            if official % unusual.pad_multiple == 0:  # where the official code can run this VQGAN
+                assert unusual.padded_size(side, side)[0] == official
 
 
 def test_refiner_needs_its_mask_token():

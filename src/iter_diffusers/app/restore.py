@@ -72,7 +72,7 @@ class Restoration:
 
 
 def plan_run(pipe, width: int, height: int) -> Plan:
-    """Whole or tiled, as the pipeline's ``tile_size="auto"`` decides for this size on this device."""
+    """Whole or tiled, as the pipeline's ``tile_size="auto"`` decides for this size and model (on any machine)."""
     tile = pipe.auto_tile_shape(height, width, TILE_PADDING)
     if tile is None:
         return Plan(None)

@@ -90,8 +90,9 @@ class ITERUpsamplingEncoder(TokenGridMixin, ModelMixin, ConfigMixin):
 
     def forward(self, sample: torch.Tensor, return_dict: bool = True):
         """LQ image (B, 3, H, W) in [0, 1] -> codebook logits (B, K, H/p, W/p), p = :attr:`pixels_per_token`, and
-        (with ``return_dict``) the latents they score: E_l's estimate of the VQGAN latents of the HQ image."""
+        the latents they score: E_l's estimate of the VQGAN latents of the HQ image (the tuple has both, in the
+        output's field order)."""
         upscaled = F.interpolate(sample, scale_factor=self.config.scale_factor, mode="bicubic", align_corners=False)
         latents = self.encoder(upscaled.clamp(0, 1) * 2 - 1)
         logits = self.head(latents)
-        return ITERLatentLogitsOutput(logits=logits, latents=latents) if return_dict else (logits,)
+        return ITERLatentLogitsOutput(logits=logits, latents=latents) if return_dict else (logits, latents)

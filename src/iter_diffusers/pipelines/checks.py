@@ -9,29 +9,29 @@ from .image_io import OUTPUT_TYPES
 
 
 def check_components(vqvae, encoder, evaluator, refiner) -> None:
-    """Refuse components that cannot work together, naming the two that disagree."""
-    agreements = [
-        ("codebook size K", "num_vq_embeddings", [("vqvae", vqvae), ("encoder", encoder), ("evaluator", evaluator),
-                                                  ("refiner", refiner)]),
-        ("Swin window (tokens)", "swin_window_size", [("encoder", encoder), ("evaluator", evaluator),
-                                                      ("refiner", refiner), ("vqvae", vqvae)]),
-    ]
-    for what, key, named in agreements:
-        (first_name, first), *others = named
-        for name, component in others:
-            if component.config[key] != first.config[key]:
-                raise ValueError(f"{what} differs: {first_name}.{key} = {first.config[key]} but {name}.{key} = "
-                                 f"{component.config[key]}")
+    """Refuse components that cannot run together, naming the two that disagree.
+
+    Only rules whose violation cannot run (or cannot give an s× image) are kept. Swin windows may differ between
+    the networks, as in the official code (its VQGAN takes its window from the config while E_l, φ_e and φ_r use
+    8): the pipeline pads the input to a multiple of every window (see :meth:`ITERPipeline.token_window`).
+    """
+    # Token ids flow E_l -> φ_e, φ_r, codebook and φ_r -> φ_e, codebook: every id a producer can emit must index
+    # every table that looks it up (a larger id is an IndexError; φ_r's row K is its mask token, not a code).
+    tables = {"evaluator": evaluator.config.num_vq_embeddings, "refiner": refiner.config.num_vq_embeddings,
+              "vqvae": vqvae.config.num_vq_embeddings}
+    for producer, codes in (("encoder", encoder.config.num_vq_embeddings), ("refiner", tables["refiner"])):
+        for consumer, size in tables.items():
+            if codes > size:
+                raise ValueError(f"codebook size K differs: {producer}.num_vq_embeddings = {codes} but "
+                                 f"{consumer}.num_vq_embeddings = {size}, so {producer}'s ids {size}..{codes - 1} "
+                                 f"cannot be looked up by the {consumer}")
     if encoder.config.vq_scale_factor != vqvae.scale_factor:
         raise ValueError(f"pixels per token differ: encoder.vq_scale_factor = {encoder.config.vq_scale_factor} but "
-                         f"the vqvae downsamples by {vqvae.scale_factor} (2^(len(channel_multipliers) - 1))")
+                         f"the vqvae upsamples by {vqvae.scale_factor} (2^(len(channel_multipliers) - 1)), so "
+                         f"the output would not be {encoder.config.scale_factor}× the input")
     if evaluator.config.out_channels != 2:
         raise ValueError("the evaluator scores (wrong, right): out_channels must be 2, got "
                          f"{evaluator.config.out_channels}")
-    if refiner.mask_token_id is None or refiner.config.out_channels != refiner.config.num_vq_embeddings:
-        raise ValueError(f"the refiner needs a mask token and out_channels = K = {refiner.config.num_vq_embeddings}, "
-                         f"got use_mask_token={refiner.config.use_mask_token}, "
-                         f"out_channels={refiner.config.out_channels}")
 
 
 def check_color_fix(method, levels) -> None:
@@ -53,9 +53,17 @@ def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def check_call_arguments(num_inference_steps, output_type, tile_size, tile_padding, latents, tensor_inputs,
-                         num_images_per_prompt, callback_on_step_end, token_temperature, mask_temperature,
-                         tile_batch_size, callback_tensor_inputs) -> None:
+def check_mask_threshold(value) -> None:
+    """α is a probability: φ_e's "right" probability must reach it for a token to be kept (None: the model's)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise ValueError(f"mask_threshold (alpha) must be a number in [0, 1], got {value!r}")
+
+
+def check_call_arguments(*, num_inference_steps, output_type, tile_size, tile_padding, latents, tensor_inputs,
+                         num_images_per_prompt, callback_on_step_end, mask_threshold, token_temperature,
+                         mask_temperature, tile_batch_size, callback_tensor_inputs) -> None:
     """``ITERPipeline.check_inputs``: every argument of a call that no later step would refuse clearly."""
     for name, value in (("num_inference_steps", num_inference_steps), ("num_images_per_prompt", num_images_per_prompt),
                         ("tile_batch_size", tile_batch_size)):
@@ -67,6 +75,7 @@ def check_call_arguments(num_inference_steps, output_type, tile_size, tile_paddi
         raise ValueError(f"tile_size must be None, 'auto' or a positive int, got {tile_size!r}")
     if isinstance(tile_padding, bool) or not isinstance(tile_padding, int) or tile_padding < 0:
         raise ValueError(f"tile_padding must be a non-negative int, got {tile_padding!r}")
+    check_mask_threshold(mask_threshold)
     for name, value in (("token_temperature", token_temperature), ("mask_temperature", mask_temperature)):
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be > 0, got {value!r}")

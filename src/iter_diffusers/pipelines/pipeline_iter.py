@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.utils import BaseOutput
+from diffusers.utils import BaseOutput, logging
 
 from ..models import (ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITERTokenEvaluator,
                       ITERUpsamplingEncoder, ITERVQModel)
@@ -20,6 +21,7 @@ from .generators import per_image_generators, spawn_generators
 from .generators import select as generators_of
 from .image_io import mirror_pad, postprocess, to_image_tensors
 
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -112,12 +114,16 @@ class ITERPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------ checks
     def check_inputs(self, num_inference_steps, output_type, tile_size, tile_padding, latents,
-                     return_intermediates, callback_on_step_end_tensor_inputs, num_images_per_prompt=1,
-                     callback_on_step_end=None, token_temperature=None, mask_temperature=None, tile_batch_size=1):
+                     callback_on_step_end_tensor_inputs, num_images_per_prompt=1, callback_on_step_end=None,
+                     mask_threshold=None, token_temperature=None, mask_temperature=None, tile_batch_size=1):
         """Refuse unusable ``__call__`` arguments with a message naming the argument (see :mod:`.checks`)."""
-        check_call_arguments(num_inference_steps, output_type, tile_size, tile_padding, latents,
-                             callback_on_step_end_tensor_inputs, num_images_per_prompt, callback_on_step_end,
-                             token_temperature, mask_temperature, tile_batch_size, self._callback_tensor_inputs)
+        check_call_arguments(
+            num_inference_steps=num_inference_steps, output_type=output_type, tile_size=tile_size,
+            tile_padding=tile_padding, latents=latents, tensor_inputs=callback_on_step_end_tensor_inputs,
+            num_images_per_prompt=num_images_per_prompt, callback_on_step_end=callback_on_step_end,
+            mask_threshold=mask_threshold, token_temperature=token_temperature, mask_temperature=mask_temperature,
+            tile_batch_size=tile_batch_size, callback_tensor_inputs=self._callback_tensor_inputs,
+        )
 
     def _check_latents(self, latents: torch.Tensor, image: torch.Tensor, num_inputs: int, per_prompt: int):
         """Initial token ids for the padded token grid of ``image``: (num_inputs or num_inputs·per_prompt, h, w)."""
@@ -136,34 +142,68 @@ class ITERPipeline(DiffusionPipeline):
             latents = latents.repeat_interleave(per_prompt, dim=0)
         return latents
 
-    def activation_bytes_per_pixel(self) -> int:
-        """Estimated peak bytes per LQ pixel of a run: the decoder's full-resolution layers dominate, with about six
-        live activations of their width (measured: 12 KB per LQ pixel for the bundled model, fp32)."""
+    def activation_bytes_per_pixel(self, dtype: torch.dtype = torch.float32) -> int:
+        """Estimated peak bytes per LQ pixel of a run in ``dtype``: the decoder's full-resolution layers dominate,
+        with about six live activations of their width (measured: 12 KB per LQ pixel for the bundled model, fp32)."""
         config = self.vqvae.config
         full_resolution_width = max(config.base_channels * m for m in config.channel_multipliers[:2])
-        itemsize = torch.finfo(self.vqvae.dtype).bits // 8
+        itemsize = torch.finfo(dtype).bits // 8
         return 6 * full_resolution_width * itemsize * self.upscale_factor**2
 
     def auto_tile_shape(self, height: int, width: int, tile_padding: int,
                         tile_batch_size: int = 1) -> tuple[int, int] | None:
-        """``tile_size="auto"``: None when the whole (padded) input fits the memory budget, else the tile shape
-        (LQ pixels) of the fewest equal tiles whose padded runs, ``tile_batch_size`` at a time, fit it (see
-        :mod:`.tiling`)."""
-        budget = min(tiling.AUTO_TILE_BUDGET, tiling.free_memory(self._execution_device) // 4)
-        max_pixels = max(budget // (self.activation_bytes_per_pixel() * tile_batch_size), 64 * 64)
+        """``tile_size="auto"``: None when the whole (padded) input fits ``tiling.AUTO_TILE_BUDGET``, else the tile
+        shape (LQ pixels) of the fewest equal tiles whose padded runs, ``tile_batch_size`` at a time, fit it (see
+        :mod:`.tiling`).
+
+        The plan depends on the input size, the architecture and these arguments only: tiling changes the
+        picture (φ's SE gates pool over the whole map), so it must not follow the machine's free memory or the
+        dtype. Its estimate is taken at fp32; :meth:`warn_if_memory_short` says when a plan will not fit.
+        """
+        max_pixels = max(tiling.AUTO_TILE_BUDGET // (self.activation_bytes_per_pixel() * tile_batch_size), 64 * 64)
         run_h, run_w = self.padded_size(height, width)
         if run_h * run_w <= max_pixels:
             return None
         shape = tiling.fewest_equal_tiles(height, width, tile_padding, max_pixels, self.padded_size)
         if shape is None:  # the padding alone exceeds the budget: the smallest useful tiles
-            side = self.encoder.pad_multiple
+            side = self.pad_multiple
             return min(side, height), min(side, width)
         return shape
 
+    def warn_if_memory_short(self, run_pixels: int, tile_padding: int) -> None:
+        """Say before a run whose largest step (``run_pixels`` padded LQ pixels at once) will not fit the memory
+        that is available now, and which ``tile_size`` would; the plan itself is never changed by it."""
+        itemsize_dtype = self.vqvae.dtype if self.vqvae.dtype.is_floating_point else torch.float32
+        per_pixel = self.activation_bytes_per_pixel(itemsize_dtype)
+        available = tiling.available_memory(self._execution_device)
+        if available is None or run_pixels * per_pixel <= available:
+            return
+        side = math.isqrt(max(available // per_pixel, 1)) - 2 * tile_padding
+        side = max(side // self.pad_multiple * self.pad_multiple, self.pad_multiple)
+        logger.warning(
+            f"this run needs about {run_pixels * per_pixel / 2**30:.1f} GiB for its activations but "
+            f"{available / 2**30:.1f} GiB is available on {self._execution_device}: it may run out of memory. "
+            f"Pass tile_size={side} (iter-sr --tile {side}) to fit; the result then changes, as tiling does"
+        )
+
+    @property
+    def token_window(self) -> int:
+        """Token-map sides must be multiples of this: the least common multiple of the Swin windows of E_l, φ_e,
+        φ_r and the VQGAN (8 in the official release; the official VQGAN's window is free, the others are 8)."""
+        windows = [m.config.swin_window_size for m in (self.encoder, self.evaluator, self.refiner, self.vqvae)]
+        return math.lcm(*windows)
+
+    @property
+    def pad_multiple(self) -> int:
+        """LQ sides are padded to multiples of this: :attr:`token_window` tokens of E_l's pixels per token."""
+        return self.encoder.pixels_per_token * self.token_window
+
     def padded_size(self, height: int, width: int) -> tuple[int, int]:
-        """The official padding: up to the next multiple of the token window, always at least one pixel
-        (a whole window when the side is already a multiple)."""
-        multiple = self.encoder.pad_multiple
+        """The official padding: up to the next multiple of :attr:`pad_multiple`, always at least one pixel
+        (a whole multiple when the side is already one). Where every window divides E_l's, the multiple is the
+        official one; otherwise it is the smallest that every network can run on, and it gives the official
+        padding on every input the official code can run."""
+        multiple = self.pad_multiple
         return (height // multiple + 1) * multiple, (width // multiple + 1) * multiple
 
     # ------------------------------------------------------------------ the algorithm
@@ -270,6 +310,21 @@ class ITERPipeline(DiffusionPipeline):
             raise ValueError('output_type="latent" is not available for tiled inference; pass tile_size=None')
         return tile_for
 
+    def _largest_run(self, images, groups, tile_for, tile_padding: int, tile_batch_size: int) -> int:
+        """Padded LQ pixels of the largest single run of a call: a batch of same-size images, or of tiles."""
+        largest = 0
+        for key, members in groups.items():
+            height, width = images[members[0]].shape[1:]
+            if key[0] == "tile":
+                tile_h, tile_w = tile_for[members[0]]
+                run_h, run_w = self.padded_size(min(tile_h + 2 * tile_padding, height),
+                                                min(tile_w + 2 * tile_padding, width))
+                largest = max(largest, run_h * run_w * tile_batch_size)
+            else:
+                run_h, run_w = self.padded_size(height, width)
+                largest = max(largest, run_h * run_w * len(members))
+        return largest
+
     def _run_tiled(self, lq, generator, tile_shape, tile_padding, tile_blending, tile_batch_size, run_kwargs):
         """Restore one image (1, 3, H, W) tile by tile (the official ``test_tile``; see :func:`.tiling.run_tiled`).
         One tile per run: the tiles share the image's generator, in row order (the official stream). Batched
@@ -320,7 +375,9 @@ class ITERPipeline(DiffusionPipeline):
             latents (`torch.Tensor`, *optional*): initial token ids S_l (B, h, w) replacing E_l's (untiled same-size
                 batches); (h, w) is the padded input's token grid, B the number of inputs or of outputs.
             tile_size (`int`, `"auto"` or None, defaults to `"auto"`): LQ tile side; None never tiles; ``"auto"``
-                tiles only runs that would exceed ``AUTO_TILE_BUDGET`` (see :meth:`auto_tile_shape`).
+                tiles only runs whose fp32 activations would exceed ``tiling.AUTO_TILE_BUDGET`` (1 GiB): the plan
+                follows the input size and the model, never the machine (see :meth:`auto_tile_shape`). A run that
+                will not fit the memory available now is announced with a warning naming the tile_size that fits.
             tile_padding (`int`, defaults to 16): LQ pixels of context around each tile (official 16).
             tile_blending (`bool`, defaults to True): blend overlapping tiles; False pastes centres (official).
             tile_batch_size (`int`, defaults to 1): tiles of one shape run together (the budget is shared).
@@ -329,7 +386,10 @@ class ITERPipeline(DiffusionPipeline):
             output_type (`str`, defaults to `"pil"`): ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (token ids).
             return_dict (`bool`, defaults to True): return an [`ITERPipelineOutput`] instead of a tuple.
             callback_on_step_end (`Callable`, *optional*): ``fn(pipe, step, timestep, tensors)`` after every step;
-                may return replacements for ``latents`` (token ids) and ``kept_mask``.
+                may return replacements for ``latents`` (token ids) and ``kept_mask``. It fires for every one of
+                the T steps, skipped ones included (their ``kept_mask`` is B). A tiled image runs its tiles one
+                after another: the callback then sees each tile's T steps in turn (``step`` restarts at 0) with that
+                tile's token maps (B is the tile's own, as φ_e judges each tile alone).
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): names from ``_callback_tensor_inputs``.
             color_fix (`str`, *optional*): ``"wavelet"``, ``"adain"`` or ``"none"``; default
                 ``pipe.config.color_fix``. Applied to the final and the per-step images, not to token outputs.
@@ -339,9 +399,10 @@ class ITERPipeline(DiffusionPipeline):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         num_inference_steps = self.config.num_inference_steps if num_inference_steps is None else num_inference_steps
-        self.check_inputs(num_inference_steps, output_type, tile_size, tile_padding, latents, return_intermediates,
-                          tensor_inputs, num_images_per_prompt, callback_on_step_end, token_temperature,
-                          mask_temperature, tile_batch_size)
+        self.check_inputs(num_inference_steps, output_type, tile_size, tile_padding, latents, tensor_inputs,
+                          num_images_per_prompt=num_images_per_prompt, callback_on_step_end=callback_on_step_end,
+                          mask_threshold=mask_threshold, token_temperature=token_temperature,
+                          mask_temperature=mask_temperature, tile_batch_size=tile_batch_size)
         color_fix = resolve_color_fix(self.config, color_fix, color_fix_levels)
         inputs = to_image_tensors(image)
         images = [x for x in inputs for _ in range(num_images_per_prompt)]
@@ -351,6 +412,8 @@ class ITERPipeline(DiffusionPipeline):
         tile_for = self._tile_shapes(images, tile_size, tile_padding, tile_batch_size, return_intermediates, latents,
                                      output_type)
         groups = _group_runs(images, tile_for)
+        self.warn_if_memory_short(self._largest_run(images, groups, tile_for, tile_padding, tile_batch_size),
+                                  tile_padding)
         if latents is not None:
             if len(groups) != 1:
                 raise ValueError("latents can only be given for a batch of same-size images")

@@ -8,27 +8,57 @@ weights that ramp linearly across the overlap, so no seam shows (or, without ble
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
-#: ``tile_size="auto"`` keeps one tile's estimated activation memory under this many bytes (and under a quarter of
-#: the free memory of the device). 1 GiB holds a whole 800×600 input of the paper-size model on a GPU, and keeps the
-#: bundled model under 2 GB of peak RSS on any input on a CPU.
+#: ``tile_size="auto"`` keeps one run's estimated fp32 activation memory under this many bytes, whatever the machine:
+#: the plan (and so the picture) follows the input size and the model only. 1 GiB holds a whole 800×600 input of the
+#: paper-size model on a GPU, and keeps the bundled model under 2 GB of peak RSS on any input on a CPU.
 AUTO_TILE_BUDGET = 1 << 30
 
 
-def free_memory(device: torch.device) -> int:
-    """Bytes free on ``device``: the GPU's own memory for CUDA, the host's available memory otherwise."""
+def available_memory(device: torch.device) -> int | None:
+    """Bytes a run can still take on ``device``: CUDA's free memory; on the host, /proc/meminfo's MemAvailable
+    capped by the process's cgroup limit (v2 ``memory.max`` or v1 ``memory.limit_in_bytes``, minus its usage).
+    None where neither can be read. Used to warn before a run, never to choose its tiles."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    values = [v for v in (_meminfo_available(), _cgroup_headroom()) if v is not None]
+    return min(values) if values else None
+
+
+def _read_int(path: str) -> int | None:
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):  # not POSIX: rely on the budget alone
-        return AUTO_TILE_BUDGET * 4
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (no limit) and unreadable values count as unknown
+
+
+def _meminfo_available() -> int | None:
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _cgroup_headroom() -> int | None:
+    for limit_file, usage_file in (("memory.max", "memory.current"), ("memory/memory.limit_in_bytes",
+                                                                       "memory/memory.usage_in_bytes")):
+        limit = _read_int(f"/sys/fs/cgroup/{limit_file}")
+        if limit is not None and limit < 1 << 60:  # v1 reports "no limit" as a huge number
+            return max(limit - (_read_int(f"/sys/fs/cgroup/{usage_file}") or 0), 0)
+    return None
 
 
 def fewest_equal_tiles(height: int, width: int, tile_padding: int, max_pixels: int,
