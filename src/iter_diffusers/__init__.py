@@ -1,43 +1,65 @@
 """iter-diffusers: ITER real-world super-resolution (Chen et al., AAAI 2024) for Hugging Face diffusers.
 
-Import this package before ``ITERPipeline.from_pretrained``: diffusers resolves the component classes recorded in
-``model_index.json`` (e.g. ``iter_diffusers.models.vqgan.ITERVQModel``) only among imported modules. The module
-paths of the components are part of the saved format; do not move them.
+``from iter_diffusers import ITERPipeline`` before ``ITERPipeline.from_pretrained``. The module paths of the
+components (e.g. ``iter_diffusers.models.vqgan.ITERVQModel``) are recorded in ``model_index.json`` and are part of
+the saved format; do not move them.
 
 ``DEMO_MODEL_PATH`` is the folder of the bundled demo model; ``load_official_pipeline("official-x4")`` downloads,
 converts and caches the official weights.
+
+The public names are imported on first use (PEP 562), so that ``import iter_diffusers`` and the command lines'
+``--help`` do not pay for torch and diffusers.
 """
 
-from pathlib import Path
+from __future__ import annotations
 
-from .models import (
-    ITERDistortionRemovalEncoder,
-    ITERRefinementTransformer,
-    ITERTokenEvaluator,
-    ITERTokenTransformer,
-    ITERUpsamplingEncoder,
-    ITERVQModel,
-)
-from .official import load_official_pipeline
-from .pipelines import ITERPipeline, ITERPipelineOutput
-from .schedulers import MaskedTokenScheduler, MaskedTokenSchedulerOutput
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
 
 #: The bundled demo model (x4, trained here on a CPU): ``ITERPipeline.from_pretrained(DEMO_MODEL_PATH)``.
 DEMO_MODEL_PATH = Path(__file__).parent / "pretrained" / "iter-demo-x4"
 
-__all__ = [
-    "DEMO_MODEL_PATH",
-    "ITERDistortionRemovalEncoder",
-    "ITERPipeline",
-    "ITERPipelineOutput",
-    "ITERRefinementTransformer",
-    "ITERTokenEvaluator",
-    "ITERTokenTransformer",
-    "ITERUpsamplingEncoder",
-    "ITERVQModel",
-    "MaskedTokenScheduler",
-    "MaskedTokenSchedulerOutput",
-    "load_official_pipeline",
-]
+# public name -> the submodule that defines it
+_LAZY_NAMES = {
+    "ITERDistortionRemovalEncoder": ".models",
+    "ITERRefinementTransformer": ".models",
+    "ITERTokenEvaluator": ".models",
+    "ITERTokenTransformer": ".models",
+    "ITERUpsamplingEncoder": ".models",
+    "ITERVQModel": ".models",
+    "load_official_pipeline": ".official",
+    "ITERPipeline": ".pipelines",
+    "ITERPipelineOutput": ".pipelines",
+    "MaskedTokenScheduler": ".schedulers",
+    "MaskedTokenSchedulerOutput": ".schedulers",
+}
+
+__all__ = ["DEMO_MODEL_PATH", *sorted(_LAZY_NAMES)]
+
+if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
+    from .models import (
+        ITERDistortionRemovalEncoder,
+        ITERRefinementTransformer,
+        ITERTokenEvaluator,
+        ITERTokenTransformer,
+        ITERUpsamplingEncoder,
+        ITERVQModel,
+    )
+    from .official import load_official_pipeline
+    from .pipelines import ITERPipeline, ITERPipelineOutput
+    from .schedulers import MaskedTokenScheduler, MaskedTokenSchedulerOutput
+
+
+def __getattr__(name: str):
+    if name not in _LAZY_NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY_NAMES[name], __name__), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_NAMES))

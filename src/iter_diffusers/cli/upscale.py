@@ -26,7 +26,8 @@ from pathlib import Path
 
 import iter_diffusers
 
-from ..utils.devices import has_accelerator
+# torch, diffusers and the pipeline are imported where the work starts, so that --help and usage errors answer at
+# once (they take seconds to import)
 from .arguments import build_parser
 from .console import PROG, Console, ImageError, UsageError, one_line
 from .images import LoadedImage, atomic_save, compose_output, load_image  # noqa: F401  (LoadedImage: app/ui.py)
@@ -70,6 +71,8 @@ def detect_processes(device: str = "auto") -> Processes:
         from accelerate import PartialState
     except ImportError:
         raise UsageError("running as several processes needs accelerate (pip install accelerate)") from None
+    from ..utils.devices import has_accelerator
+
     # Without cpu=True, accelerate sets up CPU-only processes as independent single processes.
     state = PartialState(cpu=device == "cpu" or not has_accelerator())
     return Processes(state.process_index, state.num_processes, state)
