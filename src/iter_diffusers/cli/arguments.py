@@ -53,55 +53,80 @@ output conflicts); 130 when interrupted.
 """
 
 
+def _number(text: str) -> int | float:
+    """``text`` as an int, else a float (which the checks refuse where an int is needed, naming it)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def _checks():
+    # imported on use: the pipeline's checks import torch, which --help and most usage errors do not need
+    from ..pipelines import checks
+
+    return checks
+
+
+def _valid_call(**changes) -> None:
+    """``check_call_arguments`` on a valid call with ``changes``: the API's own words for the CLI's options that
+    have no check function of their own (steps, tile size and padding)."""
+    call = dict(num_inference_steps=1, output_type="np", tile_size=None, tile_padding=0, latents=None,
+                tensor_inputs=None, num_images_per_prompt=1, callback_on_step_end=None, mask_threshold=None,
+                token_temperature=None, mask_temperature=None, tile_batch_size=1, callback_tensor_inputs=[])
+    _checks().check_call_arguments(**{**call, **changes})
+
+
+def _api_checked(convert, check):
+    """An argparse type: ``convert`` the text, then refuse it with the message of the pipeline's ``check``, so
+    that ``iter-sr`` and ``pipe(...)`` say the same."""
+
+    def parse(text: str):
+        value = convert(text)
+        try:
+            check(value)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return value
+
+    return parse
+
+
+_steps = _api_checked(_number, lambda value: _valid_call(num_inference_steps=value))
+_tile_padding = _api_checked(_number, lambda value: _valid_call(tile_padding=value))
+_alpha = _api_checked(_number, lambda value: _checks().check_mask_threshold(value))
+_color_fix = _api_checked(str, lambda value: _checks().check_color_fix(None if value == "none" else value, 1))
+COLOR_FIX_CHOICES = ("wavelet", "adain", "none")  # checks.COLOR_FIXES and none (its import would load torch)
+
+
 def parse_tile(value: str):
-    """``auto`` -> "auto"; ``0`` / ``none`` -> None (never tile); a positive int -> that LQ tile size."""
+    """``auto`` -> "auto"; ``0`` / ``none`` / ``off`` -> None (never tile); else a tile size the pipeline takes."""
     text = value.strip().lower()
     if text == "auto":
         return "auto"
     if text in ("0", "none", "off"):
         return None
+    return _tile_size(text)
+
+
+def _tile_number(text: str) -> int:
     try:
-        size = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, 'auto' or 0/'none', got {value!r}") from None
-    if size < 0:
-        raise argparse.ArgumentTypeError(f"the tile size must not be negative, got {size}")
-    return size or None
+        raise argparse.ArgumentTypeError(f"expected a positive integer, 'auto' or 0/'none', got {text!r}") from None
 
 
-def _int_at_least(minimum: int):
-    """An argparse type: an integer ≥ ``minimum``."""
-
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {value!r}") from None
-        if number < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {number}")
-        return number
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
-
-
-def _unit_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not 0.0 <= number <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {number}")
-    return number
+_tile_size = _api_checked(_tile_number, lambda value: _valid_call(tile_size=value))
 
 
 def _quality(value: str) -> int:
-    number = _positive_int(value)
-    if number > 100:
-        raise argparse.ArgumentTypeError(f"must be in [1, 100], got {number}")
+    number = _number(value)
+    if not isinstance(number, int) or not 1 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, 100], got {value!r}")
     return number
 
 
@@ -131,11 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the bundled demo model, iter_diffusers/pretrained/iter-demo-x4)")
     model.add_argument("--scale", type=int, default=None,
                        help="expected upscale factor; an error unless it is the model's (optional check)")
-    model.add_argument("--steps", type=_positive_int, default=None,
+    model.add_argument("--steps", type=_steps, default=None,
                        help="refinement steps T (default: the model's; 8 for the official weights)")
-    model.add_argument("--alpha", type=_unit_float, default=None,
+    model.add_argument("--alpha", type=_alpha, default=None,
                        help="mask threshold alpha of the token evaluator (default: the model's, 0.7 officially)")
-    model.add_argument("--color_fix", default=None, choices=("wavelet", "adain", "none"),
+    model.add_argument("--color_fix", default=None, type=_color_fix, metavar="{%s}" % ",".join(COLOR_FIX_CHOICES),
                        help="colour / low-frequency correction from the input (default: the model's; the bundled "
                             "model uses wavelet, converted official weights none)")
     model.add_argument("--seed", type=int, default=DEFAULT_SEED,
@@ -145,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--tile", type=parse_tile, default="auto", metavar="{auto,0,N}",
                          help="LQ tile size: N pixels, auto (the fewest equal tiles whose run fits a 1 GiB memory "
                               "budget) or 0/none to never tile (default: auto)")
-    compute.add_argument("--tile_padding", type=_non_negative_int, default=16,
+    compute.add_argument("--tile_padding", type=_tile_padding, default=16,
                          help="LQ pixels of context around each tile (default: %(default)s)")
     compute.add_argument("--dtype", default="auto", choices=DTYPES,
                          help="auto: the fastest mode measured for the device (bf16 on CPUs with avx512_bf16/AMX, "
