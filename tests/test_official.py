@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import io
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -28,8 +29,9 @@ VQGAN, X4 = "ITER_swinvqgan.pth", "ITER_x4.pth"
 
 class ReleaseServer:
     """Serves ``files`` over HTTP with ``Range`` support; ``behaviour[name]`` is "ok", "cut" (half the bytes, then
-    the connection closes), "html" (an HTML error page with status 200) or "html-as-binary" (the same page labelled
-    application/octet-stream). Unknown names get a 404."""
+    the connection closes), "unsized" (no Content-Length: the end of the file is the end of the connection), "html"
+    (an HTML error page with status 200) or "html-as-binary" (the same page labelled application/octet-stream).
+    Unknown names get a 404."""
 
     def __init__(self, files: dict[str, bytes]):
         self.files, self.behaviour, self.requests = dict(files), {}, []
@@ -54,11 +56,12 @@ class ReleaseServer:
                     headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
                 body = data[start:]
                 cut = len(body) // 2 if server.behaviour.get(name) == "cut" else len(body)
-                self._send(206 if start else 200, body, headers, send=cut)
+                sized = server.behaviour.get(name) != "unsized"
+                self._send(206 if start else 200, body, headers, send=cut, sized=sized)
 
-            def _send(self, status, body, headers, send=None):
+            def _send(self, status, body, headers, send=None, sized=True):
                 self.send_response(status)
-                for key, value in dict(headers, **{"Content-Length": str(len(body))}).items():
+                for key, value in dict(headers, **({"Content-Length": str(len(body))} if sized else {})).items():
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(body[:send])
@@ -148,16 +151,48 @@ def test_a_release_file_that_changed_in_the_cache_is_converted_again(server, off
 
 def test_a_cut_off_download_leaves_no_cache_entry_and_resumes(server, fixture_bytes):
     server.behaviour[X4] = "cut"
-    _one_line_error(lambda: official_pipeline_path("official-x4", progress=False), "run again to resume")
-    assert _cache_entries() == [f"release/{VQGAN}", f"release/{X4}.incomplete"]
+    message = _one_line_error(lambda: official_pipeline_path("official-x4", progress=False), "run again to resume")
+    assert _cache_entries() == [f"release/{VQGAN}", f"release/{X4}.incomplete"]  # no short file under X4's name
     partial = (cache_dir() / "release" / f"{X4}.incomplete").read_bytes()
     assert 0 < len(partial) <= len(fixture_bytes[X4]) // 2 and fixture_bytes[X4].startswith(partial)
+    assert f"download of {X4} from 127.0.0.1:" in message
+    assert f"was cut off after {len(partial)} of {len(fixture_bytes[X4])} bytes" in message
+    assert "IncompleteRead" not in message and "Connection broken" not in message
 
     server.behaviour[X4] = "ok"
     folder = official_pipeline_path("official-x4", progress=False)
     assert server.requests[-1] == (X4, f"bytes={len(partial)}-")
     assert recorded_source_files(folder)[X4] == _sha(fixture_bytes[X4])
     assert _cache_entries() == ["official-x4", f"release/{VQGAN}", f"release/{X4}"]
+
+
+def _refused_url() -> str:
+    """The URL of a port on 127.0.0.1 that nothing listens on (bound to get a free number, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}/release/"
+
+
+@pytest.mark.parametrize("url, host, reason", [
+    (None, "127.0.0.1:", "Connection refused"),
+    ("http://iter-release.invalid/release/", "iter-release.invalid", ""),  # .invalid never resolves (RFC 2606)
+])
+def test_no_network_says_which_host_and_what_to_download_by_hand(server, monkeypatch, url, host, reason):
+    url = url or _refused_url()
+    monkeypatch.setenv("ITER_RELEASE_URL", url)
+    message = _one_line_error(lambda: official_pipeline_path("official-x4", progress=False), "could not reach")
+    assert message.startswith(f"cannot download official-x4: could not reach {host}") and reason in message
+    assert f"download {VQGAN} and {X4} from {url} into {cache_dir() / 'release'}" in message
+    assert f"pass the path of {X4} (with {VQGAN} next to it)" in message
+    assert "HTTPConnectionPool" not in message and "Max retries" not in message
+    assert _cache_entries() == []
+
+
+def test_a_download_without_content_length_completes(server, fixture_bytes):
+    server.behaviour[VQGAN] = server.behaviour[X4] = "unsized"
+    folder = official_pipeline_path("official-x4", progress=False)
+    assert recorded_source_files(folder) == {VQGAN: _sha(fixture_bytes[VQGAN]), X4: _sha(fixture_bytes[X4])}
 
 
 def test_a_missing_file_is_a_one_line_404(server):

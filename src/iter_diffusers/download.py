@@ -1,14 +1,17 @@
 """Resumable, atomic download of one file over HTTP(S), with a progress bar.
 
 The bytes go to ``<destination>.incomplete``; a later call resumes that file with an HTTP ``Range`` request, and
-only a complete file is renamed to ``<destination>``. An HTTP error, an HTML page where a file was expected or a
-connection cut before the announced size raises :class:`DownloadError` with a one-line message.
+only a complete file is renamed to ``<destination>``, so a cut-off download never leaves a short file under the
+real name. A host that cannot be reached (:class:`HostUnreachableError`), a connection cut before the announced
+size (:class:`DownloadCutOffError`), an HTTP error or an HTML page where a file was expected raises a
+:class:`DownloadError` with a one-line message.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 from tqdm.auto import tqdm
@@ -21,9 +24,44 @@ class DownloadError(OSError):
     """A download failed or did not deliver the expected file."""
 
 
+class HostUnreachableError(DownloadError):
+    """No answer from the server: no network, a name that does not resolve, a refused connection, a timeout."""
+
+
+class DownloadCutOffError(DownloadError):
+    """The connection ended before the whole file arrived; what arrived is kept for the next call to resume."""
+
+
 def _one_line(error: object, limit: int = 200) -> str:
     text = " ".join(str(error).split()) or type(error).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost exception under requests' and urllib3's wrappers (``args[0]``, ``.reason``, ``__cause__``),
+    e.g. the ``socket.gaierror`` of a name that does not resolve."""
+    seen = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = getattr(error, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = error.__cause__ or next((arg for arg in error.args if isinstance(arg, BaseException)), None)
+        if inner is None:
+            break
+        error = inner
+    return error
+
+
+def _unreachable(url: str, error: requests.RequestException, timeout: float) -> DownloadError:
+    """The error for a request that got no response: which host, and why in the system's words."""
+    host = urlsplit(url).netloc
+    if isinstance(error, requests.Timeout):
+        return HostUnreachableError(f"could not reach {host}: no answer within {timeout:g} s")
+    if not isinstance(error, requests.ConnectionError):  # an invalid URL, too many redirects, ...
+        return DownloadError(f"{url}: {_one_line(error)}")
+    cause = _root_cause(error)
+    reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else _one_line(cause)
+    return HostUnreachableError(f"could not reach {host} ({reason})")
 
 
 def _total_size(response: requests.Response) -> int | None:
@@ -61,8 +99,10 @@ def download_file(url: str, destination: str | Path, *, progress: bool = True, t
         `Path`: ``destination``.
 
     Raises:
-        DownloadError: on an HTTP error, an HTML page, a connection error or a response cut short. What arrived
-            is kept in the partial file for the next call to resume; an HTML page is never kept.
+        HostUnreachableError: no response (no network, unknown host, refused connection, timeout).
+        DownloadCutOffError: the response ended before the announced size; what arrived is kept in the partial
+            file for the next call to resume.
+        DownloadError: an HTTP error or an HTML page (never kept). Every message is one line.
     """
     destination = Path(destination)
     partial = destination.with_name(destination.name + PARTIAL_SUFFIX)
@@ -71,21 +111,28 @@ def download_file(url: str, destination: str | Path, *, progress: bool = True, t
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
-        with requests.get(url, headers=headers, stream=True, timeout=timeout) as response:
-            if response.status_code == 416:  # the partial file is as long as the file or longer: start again
-                partial.unlink()
-                return download_file(url, destination, progress=progress, timeout=timeout)
-            _check_response(response, url, offset)
-            resumed = response.status_code == 206
-            total = _total_size(response)
-            _receive(response, partial, resumed, total, url, progress)
-    except requests.RequestException as error:  # no connection, a timeout, or a connection cut short
-        received = partial.stat().st_size if partial.exists() else 0
-        kept = f"; {received} bytes kept, run again to resume" if received else ""
-        raise DownloadError(f"{url}: {_one_line(error)}{kept}") from None
-    size = partial.stat().st_size
-    if total is not None and size != total:
-        raise DownloadError(f"{url}: the server sent {size} of {total} bytes; run again to resume")
+        response = requests.get(url, headers=headers, stream=True, timeout=timeout)
+    except requests.RequestException as error:  # no response at all
+        raise _unreachable(url, error, timeout) from None
+    with response:
+        if response.status_code == 416:  # the partial file is as long as the file or longer: start again
+            partial.unlink()
+            return download_file(url, destination, progress=progress, timeout=timeout)
+        _check_response(response, url, offset)
+        total = _total_size(response)
+        try:
+            _receive(response, partial, response.status_code == 206, total, url, progress)
+            broken = False
+        except requests.RequestException:  # the connection broke or stalled mid-file
+            broken = True
+    size = partial.stat().st_size if partial.exists() else 0
+    if total is not None and size > total:  # not a prefix of the file: useless for resuming
+        partial.unlink()
+        raise DownloadError(f"{url}: the server sent {size} bytes where it announced {total}; run again")
+    if broken or (total is not None and size < total):
+        of_total = f" of {total}" if total is not None else ""
+        raise DownloadCutOffError(f"download of {destination.name} from {urlsplit(url).netloc} was cut off after "
+                                  f"{size}{of_total} bytes; run again to resume (they are kept in {partial})")
     os.replace(partial, destination)
     return destination
 

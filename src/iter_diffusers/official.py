@@ -32,7 +32,7 @@ from .conversion import (
     convert_and_save,
     sha256_file,
 )
-from .download import DownloadError, download_file
+from .download import DownloadError, HostUnreachableError, download_file
 from .model_card import recorded_source_files
 
 RELEASE_URL_ENV = "ITER_RELEASE_URL"
@@ -121,16 +121,15 @@ def _release_pipeline(model: str, cache: Path, progress: bool) -> Path:
     files = [release / VQGAN_RELEASE_FILE, release / OFFICIAL_MODELS[model]]
     missing = [path for path in files if not path.is_file()]
     if missing and constants.HF_HUB_OFFLINE:
-        names = " and ".join(path.name for path in files)
-        raise OfficialWeightsError(
-            f"{model} is not in the cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading it: download {names} "
-            f"from {release_url()} and pass the path of {files[1].name} (with {files[0].name} next to it) instead"
-        )
+        raise OfficialWeightsError(f"{model} is not in the cache ({cache}) and HF_HUB_OFFLINE=1 forbids downloading "
+                                   f"it: {_fetch_by_hand(files)}")
     release.mkdir(exist_ok=True)
     try:
         for path in missing:
             download_file(release_url() + path.name, path, progress=progress)
         return _check_scale(_convert_once(files, _digests(files), cache / model, release_url()), model)
+    except HostUnreachableError as error:
+        raise OfficialWeightsError(f"cannot download {model}: {error}: {_fetch_by_hand(files)}") from None
     except DownloadError as error:
         raise OfficialWeightsError(f"cannot download {model}: {error}") from None
     except ConversionError as error:
@@ -139,6 +138,13 @@ def _release_pipeline(model: str, cache: Path, progress: bool) -> Path:
         raise OfficialWeightsError(
             f"the release files from {release_url()} do not convert, so they were removed from the cache: {error}"
         ) from None
+
+
+def _fetch_by_hand(files: list[Path]) -> str:
+    """What to do when this process cannot download the release ``files`` (VQGAN, ITER) itself."""
+    vqgan, weights = files
+    return (f"download {vqgan.name} and {weights.name} from {release_url()} into {vqgan.parent}, or anywhere and "
+            f"pass the path of {weights.name} (with {vqgan.name} next to it) instead")
 
 
 def _check_scale(folder: Path, model: str) -> Path:
