@@ -195,7 +195,7 @@ def test_missing_default_model(monkeypatch, folder_run, tmp_path):
 
 def test_bad_model_path(folder_run, tmp_path):
     rc, _, err = _run(["-i", folder_run.inputs / "rgb.png", "-o", tmp_path, "--model", tmp_path / "nope"])
-    assert rc == 2 and "no such folder" in _error_lines(err)[0]
+    assert rc == 2 and "no such file or folder" in _error_lines(err)[0]
 
 
 def test_scale_mismatch(folder_run, tmp_path):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import PIL.Image
+
 from .console import PROG
 from .images import EXT_CHOICES
 from .inputs import IMAGE_EXTENSIONS
@@ -130,6 +132,13 @@ def _quality(value: str) -> int:
     return number
 
 
+def _max_pixels(value: str) -> int:
+    number = _number(value)
+    if not isinstance(number, int) or number < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of pixels (an integer, 0 for no limit), got {value!r}")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -144,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="output format; auto = that of the input (png for formats it cannot write) "
                          "(default: %(default)s)")
     io.add_argument("--quality", type=_quality, default=95, help="jpg / webp quality (default: %(default)s)")
+    io.add_argument("--max_pixels", type=_max_pixels, default=PIL.Image.MAX_IMAGE_PIXELS,
+                    help="largest input read, in pixels (width x height), checked before decoding, as a guard "
+                         "against decompression bombs; 0 for no limit (default: %(default)s, Pillow's limit)")
     io.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     io.add_argument("-q", "--quiet", action="store_true",
                     help="no progress bar, per-file lines or summary; warnings and errors are still printed")

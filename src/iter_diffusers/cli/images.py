@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 
-from ..utils.image_files import SIXTEEN_BIT_MODES, image_to_array, open_image, to_u8
+from ..utils.image_files import SIXTEEN_BIT_MODES, ImageTooLargeError, image_to_array, open_image, to_u8
 from .console import ImageError, one_line
 
 # What each output extension can hold. webp has no grayscale mode (grey is written as RGB).
@@ -43,10 +43,20 @@ class LoadedImage:
         return self.rgb.shape[1], self.rgb.shape[0]
 
 
-def load_image(path: Path) -> LoadedImage:
-    """Read an image file: EXIF orientation applied, RGB float in [0, 1] plus alpha, grey and bit-depth flags."""
+def load_image(path: Path, max_pixels: int | None = None) -> LoadedImage:
+    """Read an image file: EXIF orientation applied, RGB float in [0, 1] plus alpha, grey and bit-depth flags.
+
+    ``max_pixels``: the largest image read, checked from the header, in place of Pillow's decompression-bomb
+    guard (0: no limit; None: Pillow's guard, whose warning goes to stderr as it is).
+    """
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ImageError("empty file (0 bytes)")
     try:
-        image = open_image(path, exif_transpose=True)
+        image = open_image(path, exif_transpose=True, max_pixels=max_pixels)
+    except ImageTooLargeError as error:
+        pixels = error.size[0] * error.size[1]
+        raise ImageError(f"{error} (a guard against decompression bombs); pass --max_pixels {pixels} or 0 "
+                         "(no limit) to read it") from None
     except PIL.UnidentifiedImageError:
         raise ImageError("not a readable image (unknown format or corrupt file)") from None
     except Exception as error:  # truncated files, broken chunks, decompression bombs, bad EXIF, ...

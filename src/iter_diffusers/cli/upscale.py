@@ -18,6 +18,7 @@ Entry point (console script): ``iter-sr = iter_diffusers.cli.upscale:main``.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -97,6 +98,10 @@ def resolve_device(name: str, processes: Processes):
     return device
 
 
+MODEL_CHOICES = ("--model takes a converted pipeline folder, ITER_x4.pth or ITER_x2.pth (with ITER_swinvqgan.pth "
+                 "next to it), official-x4, official-x2 or a Hugging Face Hub id (owner/name)")
+
+
 def _looks_like_hub_id(text: str) -> bool:
     """An ``owner/name`` id that huggingface_hub accepts (a bare name would hide a mistyped local folder)."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -108,39 +113,50 @@ def _looks_like_hub_id(text: str) -> bool:
     return text.count("/") == 1
 
 
-def load_pipeline(model: str | None, dtype_name: str, device, quiet: bool):
-    """Load the ITERPipeline once: a local folder or a Hub id; every failure is a UsageError."""
-    import torch
-    from diffusers.utils import logging as diffusers_logging
+def _looks_like_path(text: str) -> bool:
+    """Meant as a local path: absolute, relative to . / .. / ~, nested, or a file name with an extension (letters
+    first, as .json or .safetensors; Hub names such as Qwen2.5-7B have none)."""
+    if text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text:
+        return True
+    return re.fullmatch(r"\.[A-Za-z][A-Za-z0-9]{0,15}", Path(text).suffix) is not None
 
-    from iter_diffusers import ITERPipeline
+
+def resolve_model(model: str | None, quiet: bool) -> str:
+    """What ``ITERPipeline.from_pretrained`` gets for ``--model``: a folder or a Hub id; a UsageError otherwise."""
     from iter_diffusers.official import OfficialWeightsError, is_official_name_or_file, official_pipeline_path
 
-    if model is not None and is_official_name_or_file(model):
-        try:
-            model = str(official_pipeline_path(model, progress=not quiet))
-        except (OfficialWeightsError, OSError) as error:
-            raise UsageError(f"--model {model}: {one_line(error)}") from None
     if model is None:
         if not DEFAULT_MODEL.is_dir():
             raise UsageError(
                 f"the bundled demo model is not installed (expected at {DEFAULT_MODEL}); pass --model with a "
                 "converted pipeline folder (see scripts/convert_weights.py) or a Hugging Face Hub id"
             )
-        source = str(DEFAULT_MODEL)
-    else:
-        expanded = os.path.expanduser(model)
-        if Path(expanded).exists():
-            if not Path(expanded).is_dir():
-                raise UsageError(f"--model {model}: not a folder (expected a converted pipeline folder)")
-            if not (Path(expanded) / "model_index.json").is_file():
-                raise UsageError(f"--model {model}: not a diffusers pipeline folder (no model_index.json)")
-            source = expanded
-        elif _looks_like_hub_id(model):
-            source = model
-        else:
-            raise UsageError(f"--model {model}: no such folder (nor a Hugging Face Hub id of the form owner/name)")
+        return str(DEFAULT_MODEL)
+    if is_official_name_or_file(model):
+        try:
+            return str(official_pipeline_path(model, progress=not quiet))
+        except (OfficialWeightsError, OSError) as error:
+            raise UsageError(f"--model {model}: {one_line(error)}") from None
+    path = Path(os.path.expanduser(model))
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UsageError(f"--model {model}: not a diffusers pipeline folder (no model_index.json); {MODEL_CHOICES}")
+        return str(path)
+    if path.exists():
+        raise UsageError(f"--model {model}: a file, not a model; {MODEL_CHOICES}")
+    if _looks_like_path(model) or not _looks_like_hub_id(model):
+        raise UsageError(f"--model {model}: no such file or folder; {MODEL_CHOICES}")
+    return model
 
+
+def load_pipeline(model: str | None, dtype_name: str, device, quiet: bool):
+    """Load the ITERPipeline once: a local folder or a Hub id; every failure is a UsageError."""
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+
+    from iter_diffusers import ITERPipeline
+
+    source = resolve_model(model, quiet)
     # auto: loaded in fp32, then put in the device's fast mode by optimize_pipeline
     dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(dtype_name, torch.float32)
     bar_was_enabled = diffusers_logging.is_progress_bar_enabled()
@@ -176,7 +192,7 @@ def upscale_file(pipe, job: Job, args, console: Console) -> str:
     """Process one job; returns "written" or "skipped"; raises ImageError (or anything else) on failure."""
     import torch
 
-    source = load_image(job.input)
+    source = load_image(job.input, args.max_pixels)
     width, height = source.size
     started = time.perf_counter()
     generator = torch.Generator(device="cpu").manual_seed(args.seed)

@@ -10,21 +10,51 @@ stays with it.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import PIL.Image
 import PIL.ImageOps
 
-__all__ = ["SIXTEEN_BIT_MODES", "open_image", "image_to_array", "to_u8"]
+__all__ = ["SIXTEEN_BIT_MODES", "ImageTooLargeError", "open_image", "image_to_array", "to_u8"]
 
 #: PIL modes of 16-bit grey images (16-bit PNGs open as ``I;16`` or, with older Pillow, ``I``).
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-def open_image(path: str | os.PathLike, exif_transpose: bool = False) -> PIL.Image.Image:
+class ImageTooLargeError(ValueError):
+    """An image whose header announces more pixels than the caller's limit."""
+
+    def __init__(self, size: tuple[int, int], limit: int):
+        self.size, self.limit = size, limit
+        width, height = size
+        super().__init__(f"{width}x{height} pixels ({width * height:,}) is over the limit of {limit:,} pixels")
+
+
+@contextmanager
+def _pillow_bomb_guard_off():
+    # Pillow reads its decompression-bomb limit from this global at every open (a raw DecompressionBombWarning
+    # on stderr, an error at twice the limit); there is no per-call switch. Not for threads opening images at once.
+    saved = PIL.Image.MAX_IMAGE_PIXELS
+    PIL.Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        PIL.Image.MAX_IMAGE_PIXELS = saved
+
+
+def open_image(path: str | os.PathLike, exif_transpose: bool = False, max_pixels: int | None = None
+               ) -> PIL.Image.Image:
     """Open and decode ``path`` completely (the file is closed on return), optionally turned upright by its EXIF
-    orientation. PIL's exceptions pass through, for each caller to word."""
-    with PIL.Image.open(path) as image:
+    orientation. PIL's exceptions pass through, for each caller to word.
+
+    ``max_pixels`` replaces Pillow's decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``) for this call: an
+    image of more pixels raises :class:`ImageTooLargeError` from its header, before anything is decoded; 0 means
+    no limit. None keeps Pillow's guard.
+    """
+    with nullcontext() if max_pixels is None else _pillow_bomb_guard_off(), PIL.Image.open(path) as image:
+        if max_pixels and image.width * image.height > max_pixels:
+            raise ImageTooLargeError(image.size, max_pixels)
         image.load()
         return PIL.ImageOps.exif_transpose(image) if exif_transpose else image
 
