@@ -1,5 +1,9 @@
 """What a plain ``pip install iter-diffusers`` gives: the bundled model by name, loaded without warnings."""
 
+import warnings
+
+import torch
+
 import iter_diffusers
 from iter_diffusers import ITERPipeline
 
@@ -8,3 +12,13 @@ def test_the_bundled_model_loads_from_its_exported_path_without_an_accelerate_wa
     pipe = ITERPipeline.from_pretrained(iter_diffusers.DEMO_MODEL_PATH)
     assert pipe.upscale_factor == 4
     assert "accelerate" not in capfd.readouterr().err  # diffusers warns at every load when accelerate is missing
+
+
+def test_a_dtype_cast_prints_no_warning(capfd):
+    pipe = ITERPipeline.from_pretrained(iter_diffusers.DEMO_MODEL_PATH)
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe.to("cpu", torch.bfloat16)
+    assert capfd.readouterr().err == "" and not caught  # diffusers warned "... kept in float32: []" four times
+    assert {pipe.vqvae.dtype, pipe.encoder.dtype, pipe.evaluator.dtype, pipe.refiner.dtype} == {torch.bfloat16}

@@ -14,6 +14,7 @@ The public names are imported on first use (PEP 562), so that ``import iter_diff
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
     from .official import load_official_pipeline
     from .pipelines import ITERPipeline, ITERPipelineOutput
     from .schedulers import MaskedTokenScheduler, MaskedTokenSchedulerOutput
+
+
+def _not_the_empty_fp32_warning(record: logging.LogRecord) -> bool:
+    # diffusers' ModelMixin.to warns "There are modules in X that should be kept in float32: []" at every dtype
+    # cast, also when there are none: it tests `(self._keep_in_fp32_modules or []) is not None`, always true, so no
+    # class attribute can silence it (seen with diffusers 0.42). Only the empty-list case is dropped.
+    return "that should be kept in float32: []." not in record.getMessage()
+
+
+# The logger of diffusers.models.modeling_utils; registering the filter by name does not import diffusers.
+logging.getLogger("diffusers.models.modeling_utils").addFilter(_not_the_empty_fp32_warning)
 
 
 def __getattr__(name: str):
