@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..pipelines.hub_code import HUB_MODULES
 from .pipeline import convert_official_checkpoints
 from .state_dicts import ConversionError
 
@@ -114,8 +115,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def pipeline_files(folder: str | Path) -> list[str]:
-    """The files of a pipeline folder, relative to it: ``model_index.json``, the folders of the components it names,
-    and the card (``README.md``) with the images it shows. Training checkpoints, logs and other files are not."""
+    """The files of a pipeline folder, relative to it: ``model_index.json``, the code it carries, the folders of the
+    components it names, and the card (``README.md``) with the images it shows. Training checkpoints, logs and other files are not."""
     import json
 
     folder = Path(folder)
@@ -123,6 +124,7 @@ def pipeline_files(folder: str | Path) -> list[str]:
     components = [name for name, value in index.items() if isinstance(value, list) and (folder / name).is_dir()]
     files = [p for name in components for p in (folder / name).rglob("*") if p.is_file()]
     files.append(folder / "model_index.json")
+    files += [folder / f"{module}.py" for module in HUB_MODULES if (folder / f"{module}.py").is_file()]
     if (folder / "README.md").is_file():
         card = (folder / "README.md").read_text(encoding="utf-8")
         files.append(folder / "README.md")

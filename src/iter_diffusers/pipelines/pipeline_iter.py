@@ -19,6 +19,7 @@ from .checks import check_call_arguments, check_color_fix, check_components, res
 from .color_fix import apply_color_fix
 from .generators import per_image_generators, spawn_generators
 from .generators import select as generators_of
+from .hub_code import HubCodeMixin
 from .image_io import mirror_pad, postprocess, to_image_tensors
 
 logger = logging.get_logger(__name__)
@@ -57,7 +58,7 @@ class _RunResult:
         )
 
 
-class ITERPipeline(DiffusionPipeline):
+class ITERPipeline(HubCodeMixin, DiffusionPipeline):
     r"""ITER super-resolution (Chen et al., AAAI 2024).
 
     Components:
