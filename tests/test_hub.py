@@ -10,6 +10,7 @@ from huggingface_hub import ModelCard, RepoUrl
 from huggingface_hub.utils import filter_repo_objects
 
 from iter_diffusers.conversion import OFFICIAL_RELEASE_URL, pipeline_files, push_folder_to_hub
+from iter_diffusers.pipelines.hub_code import HUB_MODULES
 from iter_diffusers.model_card import converted_model_card, recorded_source_files, trained_model_card
 
 TRAINING = {"stage": "lq", "steps": "10"}
@@ -43,6 +44,7 @@ def test_push_uploads_only_the_pipeline(converted_dir, pipe, tmp_path, monkeypat
     components = ("vqvae", "encoder", "evaluator", "refiner", "scheduler")
     expected = {p for p in local if p.split("/")[0] in components}
     expected |= {"model_index.json", "README.md", "validation_grid.png"}
+    expected |= {f"{module}.py" for module in HUB_MODULES}  # the code plain diffusers runs (trust_remote_code)
     assert uploaded == expected
     assert calls["repo_id"] == "user/iter-x4"
 
