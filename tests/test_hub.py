@@ -10,8 +10,8 @@ from huggingface_hub import ModelCard, RepoUrl
 from huggingface_hub.utils import filter_repo_objects
 
 from iter_diffusers.conversion import OFFICIAL_RELEASE_URL, pipeline_files, push_folder_to_hub
-from iter_diffusers.pipelines.hub_code import HUB_MODULES
 from iter_diffusers.model_card import converted_model_card, recorded_source_files, trained_model_card
+from iter_diffusers.pipelines.hub_code import HUB_MODULES
 
 TRAINING = {"stage": "lq", "steps": "10"}
 
