@@ -11,6 +11,7 @@ Entry point (console script): ``iter-sr-app = iter_diffusers.app.cli:main``; the
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Sequence
@@ -43,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelError as error:  # the bundled model is missing or broken
         print(f"iter-sr-app: error: {error}", file=sys.stderr)
         return 2
+    # gradio prints "To create a public link, set `share=True` in `launch()`", which a user of this command cannot
+    # act on, unless launch(quiet=True); quiet also drops its "Running on local URL" line, so ours replaces it.
+    demo.launch = functools.partial(demo.launch, quiet=True)
+    print(f"iter-sr-app: serving the ITER demo on http://{args.host}:{args.port}/ (Ctrl+C to stop)", flush=True)
     launch(demo, args.host, args.port)
     return 0
 
