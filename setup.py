@@ -42,7 +42,9 @@ setup(
     extras_require={
         "training": TRAINING,
         "test": TRAINING + ["pytest>=8", "scikit-image>=0.22", "selenium>=4.10"],
-        "app": ["gradio>=6.0"],  # iter-sr-app, the web demo
+        # iter-sr-app, the web demo. Every gradio release (6.31, the newest, included) requires pillow<13, so this
+        # extra moves an installed Pillow 13 back to 12.x; nothing of ours caps Pillow (the rest works with 13).
+        "app": ["gradio>=6.0"],
     },
     entry_points={
         "console_scripts": [
