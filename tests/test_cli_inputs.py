@@ -76,3 +76,14 @@ def test_max_pixels_sets_the_limit(image, tmp_path, converted_dir):
     rc, (line,), _ = _run([*common, "--max_pixels", "319"])
     assert rc == 1 and "16x20 pixels (320) is over the limit of 319 pixels" in line
     assert _run([*common, "--max_pixels", "0"])[:2] == (0, [])
+
+
+def test_a_readers_warning_is_one_line_of_ours(tmp_path, converted_dir):
+    """Pillow warns about a corrupt EXIF block (here: 10 of its 12 bytes) while the image itself reads fine."""
+    exif = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\x00\x05\x01\x12\x00\x03\x00\x00\x00\x01\x00\x01"
+    PIL.Image.new("RGB", (16, 20), "gray").save(tmp_path / "exif.jpg", exif=exif)
+    rc, errors, err = _run(["-i", tmp_path / "exif.jpg", "-o", tmp_path / "out", "--model", converted_dir,
+                            "--steps", "1", "-q"])
+    assert rc == 0 and errors == []
+    assert err == f"iter-sr: warning: {tmp_path / 'exif.jpg'}: Corrupt EXIF data. Expecting to read 12 bytes but " \
+                  "only got 10.\n"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,16 +45,32 @@ class LoadedImage:
         return self.rgb.shape[1], self.rgb.shape[0]
 
 
-def load_image(path: Path, max_pixels: int | None = None) -> LoadedImage:
+@contextmanager
+def _warnings_to(warn):
+    """Python warnings raised inside (Pillow's "Corrupt EXIF data", ...) as one-line ``warn`` calls, in place of
+    Python's two lines with a source line; ``warn=None`` leaves them to Python."""
+    if warn is None:
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for message in dict.fromkeys(one_line(item.message) for item in caught):
+        warn(message)
+
+
+def load_image(path: Path, max_pixels: int | None = None, warn=None) -> LoadedImage:
     """Read an image file: EXIF orientation applied, RGB float in [0, 1] plus alpha, grey and bit-depth flags.
 
     ``max_pixels``: the largest image read, checked from the header, in place of Pillow's decompression-bomb
-    guard (0: no limit; None: Pillow's guard, whose warning goes to stderr as it is).
+    guard (0: no limit; None: Pillow's guard, whose warning goes to stderr as it is). ``warn``: called with each
+    warning of the reader as one line (None: Python's warnings).
     """
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise ImageError("empty file (0 bytes)")
     try:
-        image = open_image(path, exif_transpose=True, max_pixels=max_pixels)
+        with _warnings_to(warn):
+            image = open_image(path, exif_transpose=True, max_pixels=max_pixels)
     except ImageTooLargeError as error:
         pixels = error.size[0] * error.size[1]
         raise ImageError(f"{error} (a guard against decompression bombs); pass --max_pixels {pixels} or 0 "

@@ -192,7 +192,7 @@ def upscale_file(pipe, job: Job, args, console: Console) -> str:
     """Process one job; returns "written" or "skipped"; raises ImageError (or anything else) on failure."""
     import torch
 
-    source = load_image(job.input, args.max_pixels)
+    source = load_image(job.input, args.max_pixels, warn=lambda message: console.warning(f"{job.input}: {message}"))
     width, height = source.size
     started = time.perf_counter()
     generator = torch.Generator(device="cpu").manual_seed(args.seed)
