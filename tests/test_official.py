@@ -189,6 +189,17 @@ def test_no_network_says_which_host_and_what_to_download_by_hand(server, monkeyp
     assert _cache_entries() == []
 
 
+def test_iter_sr_without_network_is_one_whole_line(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("ITER_RELEASE_URL", _refused_url())
+    PIL.Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        assert iter_sr(["-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", "official-x4"]) == 2
+    (line,) = err.getvalue().strip().splitlines()
+    assert line.startswith("iter-sr: error: --model official-x4: cannot download official-x4: could not reach 127.0.0.1:")
+    assert line.endswith(f"pass the path of {X4} (with {VQGAN} next to it) instead")  # not cut short
+
+
 def test_a_download_without_content_length_completes(server, fixture_bytes):
     server.behaviour[VQGAN] = server.behaviour[X4] = "unsized"
     folder = official_pipeline_path("official-x4", progress=False)

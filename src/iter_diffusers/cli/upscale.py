@@ -136,7 +136,7 @@ def resolve_model(model: str | None, quiet: bool) -> str:
         try:
             return str(official_pipeline_path(model, progress=not quiet))
         except (OfficialWeightsError, OSError) as error:
-            raise UsageError(f"--model {model}: {one_line(error)}") from None
+            raise UsageError(f"--model {model}: {error}") from None  # ours: one line, not to be cut short
     path = Path(os.path.expanduser(model))
     if path.is_dir():
         if not (path / "model_index.json").is_file():
