@@ -196,7 +196,8 @@ def test_iter_sr_without_network_is_one_whole_line(server, monkeypatch, tmp_path
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         assert iter_sr(["-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--model", "official-x4"]) == 2
     (line,) = err.getvalue().strip().splitlines()
-    assert line.startswith("iter-sr: error: --model official-x4: cannot download official-x4: could not reach 127.0.0.1:")
+    assert line.startswith("iter-sr: error: --model official-x4: cannot download official-x4: could not reach "
+                           "127.0.0.1:")
     assert line.endswith(f"pass the path of {X4} (with {VQGAN} next to it) instead")  # not cut short
 
 
