@@ -16,6 +16,7 @@ import torch
 from iter_diffusers import ITERPipeline
 from iter_diffusers.conversion import ConversionError, convert_official_checkpoints
 from iter_diffusers.models.swin import relative_position_index, shifted_window_mask
+from iter_diffusers.pipelines.hub_code import HUB_MODELS_MODULE, HUB_PIPELINE_MODULE, HUB_SCHEDULER_MODULE
 
 SCRIPT = Path(__file__).parents[1] / "scripts" / "convert_weights.py"
 
@@ -126,12 +127,15 @@ def test_cli_converts_and_the_folder_loads(official_dir, tmp_path):
     assert (out / "refiner" / "diffusion_pytorch_model.bf16.safetensors").is_file()
     pipe = ITERPipeline.from_pretrained(out, variant="bf16", dtype=torch.bfloat16)
     assert pipe.refiner.dtype == torch.bfloat16
+    # the folder names its components after the code files it carries (pipelines/hub_code.py)
     index = json.loads((out / "model_index.json").read_text())
-    assert index["vqvae"] == ["iter_diffusers.models.vqgan", "ITERVQModel"]
-    assert index["encoder"] == ["iter_diffusers.models.lq_encoder", "ITERDistortionRemovalEncoder"]
-    assert index["evaluator"] == ["iter_diffusers.models.token_networks", "ITERTokenEvaluator"]
-    assert index["refiner"] == ["iter_diffusers.models.token_networks", "ITERRefinementTransformer"]
-    assert index["scheduler"] == ["iter_diffusers.schedulers.scheduling_masked_token", "MaskedTokenScheduler"]
+    assert index["_class_name"] == [HUB_PIPELINE_MODULE, "ITERPipeline"]
+    assert index["vqvae"] == [HUB_MODELS_MODULE, "ITERVQModel"]
+    assert index["encoder"] == [HUB_MODELS_MODULE, "ITERDistortionRemovalEncoder"]
+    assert index["evaluator"] == [HUB_MODELS_MODULE, "ITERTokenEvaluator"]
+    assert index["refiner"] == [HUB_MODELS_MODULE, "ITERRefinementTransformer"]
+    assert index["scheduler"] == [HUB_SCHEDULER_MODULE, "MaskedTokenScheduler"]
+    assert (out / "vqvae" / f"{HUB_MODELS_MODULE}.py").is_file()
 
 
 def test_cli_accepts_the_with_vqgan_form_and_generator_free_vqgan(official_dir, tmp_path, capsys):

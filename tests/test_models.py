@@ -379,3 +379,79 @@ def test_vq_norm_num_groups():
     assert {n.num_channels // n.num_groups for n in narrow.modules() if isinstance(n, torch.nn.GroupNorm)} == {4, 8}
     instance_norm, grouped = _decoder_mean_shift(32), _decoder_mean_shift(8)
     assert grouped > 0.05 and instance_norm < 0.1 * grouped, (instance_norm, grouped)
+
+
+# ---------------------------------------------------------------------------------------------- diffusers' blocks
+
+
+def test_vqgan_blocks_are_diffusers_blocks():
+    """The VQGAN's residual blocks, resamplers and quantizer are diffusers' classes, computing exactly (fp32,
+    torch.equal) the official blocks: GN → swish → conv3×3 twice plus the (1×1) shortcut; zero pad right/bottom then
+    a stride-2 conv; nearest ×2 then a conv; and ``_no_split_modules`` names classes that are there."""
+    from diffusers.models.autoencoders.vae import VectorQuantizer as DiffusersVectorQuantizer
+    from diffusers.models.downsampling import Downsample2D
+    from diffusers.models.resnet import ResnetBlock2D
+    from diffusers.models.upsampling import Upsample2D
+
+    vq = tiny_vq()
+    for coder, stages in ((vq.encoder, vq.encoder.down), (vq.decoder, vq.decoder.up)):
+        resnets = [coder.mid.resnet_in, coder.mid.resnet_out, *(r for stage in stages for r in stage.resnets)]
+        assert all(type(r) is ResnetBlock2D for r in resnets)
+    assert [type(s.downsample) for s in vq.encoder.down] == [Downsample2D, Downsample2D, type(None)]
+    assert [type(s.upsample) for s in vq.decoder.up] == [Upsample2D, Upsample2D, type(None)]
+    assert all(s.upsample is None for s in vq.encoder.down) and all(s.downsample is None for s in vq.decoder.up)
+    assert isinstance(vq.quantize, DiffusersVectorQuantizer)
+    names = {type(m).__name__ for m in vq.modules()}
+    assert set(ITERVQModel._no_split_modules) <= names
+
+    def gn_swish(norm, x):
+        return F.silu(F.group_norm(x, norm.num_groups, norm.weight, norm.bias, 1e-6))
+
+    x = torch.randn(2, 8, 8, 8, generator=gen(3))
+    for training in (False, True):  # training: dropout(p=0) and contiguous() must change nothing
+        vq.train(training)
+        widen = vq.decoder.up[2].resnets[0]  # 16 -> 8 channels, with the 1×1 shortcut
+        assert widen.conv_shortcut is not None and widen.norm1.num_groups == 4 and widen.norm2.num_groups == 2
+        for block, h in ((widen, torch.randn(2, 16, 8, 8, generator=gen(4))), (vq.encoder.down[0].resnets[0], x)):
+            expected = block.conv2(gn_swish(block.norm2, block.conv1(gn_swish(block.norm1, h))))
+            expected = expected + (h if block.conv_shortcut is None else block.conv_shortcut(h))
+            with torch.no_grad():
+                assert torch.equal(block(h, None), expected.detach())
+        down, up = vq.encoder.down[0].downsample, vq.decoder.up[1].upsample
+        x16 = torch.randn(2, 16, 8, 8, generator=gen(5))
+        with torch.no_grad():
+            assert torch.equal(down(x), down.conv(F.pad(x, (0, 1, 0, 1))))
+            assert torch.equal(up(x16), up.conv(F.interpolate(x16, scale_factor=2.0, mode="nearest")))
+    # and in bf16 the same ops in bf16 (no upcast in Upsample2D since torch 2.1)
+    up = up.to(torch.bfloat16)
+    xb = x16.bfloat16()
+    with torch.no_grad():
+        assert up(xb).dtype == torch.bfloat16
+        assert torch.equal(up(xb), up.conv(F.interpolate(xb, scale_factor=2.0, mode="nearest")))
+
+
+def test_vqgan_state_dict_keys_are_the_official_layout():
+    """The keys the converter writes and the bundled weights carry: no ``Conv2d_0`` alias, no ``time_emb_proj``."""
+    keys = tiny_vq().state_dict().keys()
+    assert "encoder.down.0.downsample.conv.weight" in keys and "decoder.up.0.upsample.conv.weight" in keys
+    assert "decoder.up.2.resnets.0.conv_shortcut.weight" in keys and "quantize.embedding.weight" in keys
+    assert not [k for k in keys if "Conv2d_0" in k or "time_emb_proj" in k or ".used" in k]
+
+
+@pytest.mark.parametrize("component", ["vqvae", "encoder", "evaluator", "refiner"])
+def test_bundled_model_loads_strictly(component):
+    """Every tensor of the bundled model's safetensors loads into today's modules, none missing or unexpected:
+    through ``load_state_dict(strict=True)`` and through ``from_pretrained`` (where diffusers only warns)."""
+    import iter_diffusers
+    from safetensors.torch import load_file
+
+    folder = iter_diffusers.DEMO_MODEL_PATH / component
+    cls = getattr(iter_diffusers, json.loads((folder / "config.json").read_text())["_class_name"])
+    state = load_file(folder / "diffusion_pytorch_model.safetensors")
+    model = cls.from_config(cls.load_config(folder))
+    model.load_state_dict(state, strict=True)
+    loaded, info = cls.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"], info
+    assert not info["error_msgs"], info
+    assert loaded.state_dict().keys() == state.keys()
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in state.items())

@@ -11,9 +11,10 @@ import re
 from collections.abc import Callable
 
 import torch
+from diffusers.models.resnet import ResnetBlock2D
 
 from ..models import ITERDistortionRemovalEncoder, ITERVQModel
-from ..models.swin import relative_position_index, shifted_window_mask
+from ..models.swin import SwinLayers, relative_position_index, shifted_window_mask
 from .state_dicts import ConversionError, StateDict, indices, load_strict, require, take
 
 
@@ -130,10 +131,10 @@ def _rename_blocks(part: StateDict, order: list[str], module: torch.nn.Module, w
         if not match or int(match.group(1)) >= len(order):
             raise ConversionError(f"{where}: unexpected key {key!r}")
         target, rest = order[int(match.group(1))], match.group(2)
-        kind = type(module.get_submodule(target)).__name__
-        if kind == "ResnetBlock":
+        target_module = module.get_submodule(target)
+        if isinstance(target_module, ResnetBlock2D):  # the official 1x1 shortcut is its conv_out
             rest = rest.replace("conv_out.", "conv_shortcut.")
-        elif kind == "SwinLayers":
+        elif isinstance(target_module, SwinLayers):
             rest = _swin_key(rest)
         renamed[f"{target}.{rest}"] = part.pop(key)
     return renamed

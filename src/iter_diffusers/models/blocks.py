@@ -1,63 +1,66 @@
-"""Convolutional building blocks of the ITER networks (residual blocks, resampling, normalisation)."""
+"""Convolutional building blocks of the ITER networks (residual blocks, resampling, normalisation).
+
+The VQGAN's residual blocks and ×2 resamplers are diffusers' own (:func:`resnet_block`, :func:`downsample`,
+:func:`upsample` configure them): the same computation, key for key, as the official (taming-transformers) blocks.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.downsampling import Downsample2D
+from diffusers.models.resnet import ResnetBlock2D
+from diffusers.models.upsampling import Upsample2D
 from torch import nn
 
 
-def group_norm(channels: int, num_groups: int = 32) -> nn.GroupNorm:
-    """The VQGAN's GroupNorm (eps 1e-6): ``num_groups`` groups (official 32), or channels // 4 below 32 channels.
+def norm_groups(channels: int, num_groups: int = 32) -> int:
+    """GroupNorm groups of a ``channels``-wide VQGAN layer: ``num_groups`` (official 32), or channels // 4 below 32.
 
     Groups of a single channel act as instance norm and erase each channel's mean, i.e. the image's global colour
     and brightness; narrow models therefore need fewer groups than the official 32.
     """
-    return nn.GroupNorm(num_groups if channels >= 32 else channels // 4, channels, eps=1e-6)
+    return num_groups if channels >= 32 else channels // 4
 
 
-class ResnetBlock(nn.Module):
-    """Pre-activation residual block of the VQGAN: GN → swish → conv3×3, twice; 1×1 shortcut when widths differ."""
-
-    def __init__(self, in_channels: int, out_channels: int, norm_num_groups: int = 32):
-        super().__init__()
-        self.norm1 = group_norm(in_channels, norm_num_groups)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
-        self.norm2 = group_norm(out_channels, norm_num_groups)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
-        shortcut = x if self.conv_shortcut is None else self.conv_shortcut(x)
-        return h + shortcut
+def group_norm(channels: int, num_groups: int = 32) -> nn.GroupNorm:
+    """The VQGAN's GroupNorm: eps 1e-6, :func:`norm_groups` groups."""
+    return nn.GroupNorm(norm_groups(channels, num_groups), channels, eps=1e-6)
 
 
-class Downsample(nn.Module):
-    """Stride-2 3×3 conv after a one-pixel zero pad on the right and bottom (taming-transformers style)."""
+def resnet_block(in_channels: int, out_channels: int, norm_num_groups: int = 32) -> ResnetBlock2D:
+    """The VQGAN's pre-activation residual block: GN → swish → conv3×3, twice; 1×1 ``conv_shortcut`` when widths
+    differ. diffusers' ``ResnetBlock2D`` without time embedding; call it as ``block(x, None)``."""
+    return ResnetBlock2D(
+        in_channels=in_channels,
+        out_channels=out_channels,
+        temb_channels=None,
+        groups=norm_groups(in_channels, norm_num_groups),
+        groups_out=norm_groups(out_channels, norm_num_groups),
+        eps=1e-6,
+        dropout=0.0,
+        non_linearity="swish",
+        output_scale_factor=1.0,
+    )
 
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)))
+def downsample(channels: int) -> Downsample2D:
+    """Stride-2 3×3 conv after a one-pixel zero pad on the right and bottom (taming-transformers style): diffusers'
+    ``Downsample2D`` with ``padding=0``; ``name="op"`` keeps its one conv under the key ``conv`` (the default name
+    also registers it as ``Conv2d_0``, a second set of keys)."""
+    return Downsample2D(channels, use_conv=True, out_channels=channels, padding=0, name="op")
 
 
-class Upsample(nn.Module):
-    """Nearest-neighbour ×2 followed by a 3×3 conv."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+def upsample(channels: int) -> Upsample2D:
+    """Nearest-neighbour ×2 followed by a 3×3 conv: diffusers' ``Upsample2D`` with its conv."""
+    return Upsample2D(channels, use_conv=True, out_channels=channels)
 
 
 class LeakyResnetBlock(nn.Module):
-    """E_l's residual block: GN(32 groups) → LeakyReLU(0.2) → conv3×3, twice, identity shortcut."""
+    """E_l's residual block: GN(32 groups) → LeakyReLU(0.2) → conv3×3, twice, identity shortcut.
+
+    Ours, not diffusers' ``ResnetBlock2D``: its ``non_linearity`` (``get_activation``) has no LeakyReLU.
+    """
 
     def __init__(self, channels: int, norm_num_groups: int = 32):
         super().__init__()

@@ -10,6 +10,12 @@ the textbook Swin block and matter for parity with the official checkpoints:
 
 Attention runs through ``F.scaled_dot_product_attention`` with the relative-position bias (and the shift mask)
 as an additive float mask, which is numerically equal to the explicit softmax(QKᵀ·s + B)V of the original.
+
+:class:`WindowAttention` is timm's ``swin_transformer.WindowAttention`` (same keys, same computation), written out
+because timm cannot be a dependency: its wheel requires torchvision (timm 1.0.31: ``Requires-Dist: torch,
+torchvision, pyyaml, huggingface_hub, safetensors``), and PyPI's torchvision for torch 2.13 (0.28.0, ``torch
+==2.13.0``) does not import beside the CPU build of torch this project uses ("operator torchvision::nms does not
+exist").
 """
 
 from __future__ import annotations

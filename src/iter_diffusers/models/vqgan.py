@@ -11,16 +11,18 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.vae import DecoderOutput
+from diffusers.models.autoencoders.vae import VectorQuantizer as DiffusersVectorQuantizer
 from diffusers.models.autoencoders.vq_model import VQEncoderOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
-from .blocks import Downsample, ResnetBlock, Upsample, group_norm
+from .blocks import downsample, group_norm, resnet_block, upsample
 from .swin import SwinLayers
 
 
-class VectorQuantizer(nn.Module):
-    """Nearest-neighbour codebook lookup with the straight-through estimator.
+class VectorQuantizer(DiffusersVectorQuantizer):
+    """Nearest-neighbour codebook lookup with the straight-through estimator: diffusers' ``VectorQuantizer``
+    (``sane_index_shape``, no remap), with the code search in fp32.
 
     The returned loss is taming-transformers' *legacy* VQ loss, ``‖sg(z_q) − z‖² + β‖z_q − sg(z)‖²``, where β
     multiplies the codebook term rather than the commitment term; the official ITER VQGAN was trained with it.
@@ -34,11 +36,7 @@ class VectorQuantizer(nn.Module):
     """
 
     def __init__(self, num_embeddings: int, embed_dim: int, beta: float = 0.25, legacy: bool = True):
-        super().__init__()
-        self.beta = beta
-        self.legacy = legacy
-        self.embedding = nn.Embedding(num_embeddings, embed_dim)
-        nn.init.uniform_(self.embedding.weight, -1.0 / num_embeddings, 1.0 / num_embeddings)
+        super().__init__(num_embeddings, embed_dim, beta, sane_index_shape=True, legacy=legacy)
 
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         """Codebook index of every latent vector of ``z`` (B, C, h, w) -> (B, h, w) int64."""
@@ -52,6 +50,7 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor):
         """Returns ``(z_q, loss, (None, None, indices))`` like diffusers' quantizer, with indices (B, h, w)."""
+        # Overridden for the search only: diffusers' takes torch.cdist in the latents' dtype; ours is :meth:`indices`.
         indices = self.indices(z)
         z_q = self.get_codebook_entry(indices)
         codebook_term = torch.mean((z_q - z.detach()) ** 2)
@@ -65,9 +64,8 @@ class VectorQuantizer(nn.Module):
 
     def get_codebook_entry(self, indices: torch.Tensor, shape: tuple[int, ...] | None = None) -> torch.Tensor:
         """Codebook vectors for ``indices``: (B, h, w), or flat with ``shape=(B, h, w, C)``; returns (B, C, h, w)."""
-        if shape is not None:
-            indices = indices.reshape(shape[:3])
-        return self.embedding(indices).permute(0, 3, 1, 2).contiguous()
+        # diffusers' requires ``shape`` (without it, it returns (..., C) unpermuted): default to the indices' grid.
+        return super().get_codebook_entry(indices, (*indices.shape, self.vq_embed_dim) if shape is None else shape)
 
     def embed_probabilities(self, probabilities: torch.Tensor) -> torch.Tensor:
         """Expected codebook vector under per-position code probabilities (B, K, h, w) -> (B, C, h, w).
@@ -95,20 +93,21 @@ class _Checkpointable(nn.Module):
 class _ResnetStage(nn.Module):
     """One resolution level: residual blocks, then an optional ×2 resampling (``"down"`` or ``"up"``).
 
-    The resampler's attribute name (``downsample`` / ``upsample``) is part of the saved weights' keys.
+    The resampler's attribute name (``downsample`` / ``upsample``) is part of the saved weights' keys (diffusers'
+    ``DownEncoderBlock2D``/``UpDecoderBlock2D`` would store it as ``downsamplers.0`` / ``upsamplers.0``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_layers: int, norm_num_groups: int,
                  resample: str | None = None):
         super().__init__()
         widths = [in_channels] + [out_channels] * num_layers
-        self.resnets = nn.ModuleList(ResnetBlock(a, b, norm_num_groups) for a, b in zip(widths[:-1], widths[1:]))
-        self.downsample = Downsample(out_channels) if resample == "down" else None
-        self.upsample = Upsample(out_channels) if resample == "up" else None
+        self.resnets = nn.ModuleList(resnet_block(a, b, norm_num_groups) for a, b in zip(widths[:-1], widths[1:]))
+        self.downsample = downsample(out_channels) if resample == "down" else None
+        self.upsample = upsample(out_channels) if resample == "up" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for resnet in self.resnets:
-            x = resnet(x)
+            x = resnet(x, None)
         for resampler in (self.downsample, self.upsample):
             if resampler is not None:
                 x = resampler(x)
@@ -120,12 +119,12 @@ class _MidBlock(nn.Module):
 
     def __init__(self, channels: int, swin_kwargs: dict, norm_num_groups: int):
         super().__init__()
-        self.resnet_in = ResnetBlock(channels, channels, norm_num_groups)
+        self.resnet_in = resnet_block(channels, channels, norm_num_groups)
         self.swin = SwinLayers(channels, **swin_kwargs)
-        self.resnet_out = ResnetBlock(channels, channels, norm_num_groups)
+        self.resnet_out = resnet_block(channels, channels, norm_num_groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.resnet_out(self.swin(self.resnet_in(x)))
+        return self.resnet_out(self.swin(self.resnet_in(x, None)), None)
 
 
 class SwinVQEncoder(_Checkpointable):
@@ -203,7 +202,7 @@ class ITERVQModel(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
-    _no_split_modules = ["ResnetBlock", "SwinLayers"]
+    _no_split_modules = ["ResnetBlock2D", "SwinLayers"]
     _skip_layerwise_casting_patterns = ["quantize"]
 
     @register_to_config
