@@ -13,6 +13,7 @@ import torch
 from iter_diffusers import ITERPipeline
 from iter_diffusers.cli.upscale import DEFAULT_MODEL, main as iter_sr
 from iter_diffusers.evaluation.sr_benchmark import bicubic, make_pair, score, to_u8
+from iter_diffusers.pipelines.hub_code import HUB_MODELS_MODULE
 
 SAMPLE = Path(__file__).parents[1] / "examples" / "images" / "chelsea_lq.png"
 SCRIPTS = Path(__file__).parents[1] / "scripts"
@@ -135,7 +136,7 @@ def test_set_pipeline_defaults_updates_a_folder_in_place(converted_dir, tmp_path
     assert (pipe.config.color_fix, pipe.config.color_fix_levels) == ("wavelet", 3)
     assert pipe.scheduler.config.token_temperature == 0.5 and pipe.scheduler.config.mask_threshold == 0.7
     index = json.loads((model / "model_index.json").read_text())
-    assert "_name_or_path" not in index and index["vqvae"] == ["iter_diffusers.models.vqgan", "ITERVQModel"]
+    assert "_name_or_path" not in index and index["vqvae"] == [HUB_MODELS_MODULE, "ITERVQModel"]
     before = (model / "model_index.json").read_text()
     with pytest.raises(SystemExit) as exit_:
         _run_script("set_pipeline_defaults.py", [str(model), "--color_fix_levels", "0"], monkeypatch)

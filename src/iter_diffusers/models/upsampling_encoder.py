@@ -46,7 +46,7 @@ class ITERUpsamplingEncoder(TokenGridMixin, ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = True
-    _no_split_modules = ["ResnetBlock", "SwinLayers"]
+    _no_split_modules = ["ResnetBlock2D", "SwinLayers"]
 
     @register_to_config
     def __init__(
