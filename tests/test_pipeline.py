@@ -848,3 +848,59 @@ def test_refiner_needs_its_mask_token():
         ITERRefinementTransformer(num_vq_embeddings=16, out_channels=16, use_mask_token=False)
     with pytest.raises(ValueError, match="out_channels = 16"):
         ITERRefinementTransformer(num_vq_embeddings=16, out_channels=2)
+
+
+# ---------------------------------------------------------------------------------------------- the denoising loop
+
+
+def test_call_docstring_has_an_example_and_returns():
+    doc = ITERPipeline.__call__.__doc__
+    assert pipeline_iter.EXAMPLE_DOC_STRING.strip() in doc  # replace_example_docstring filled the placeholder
+    assert ">>> result = pipe(image, generator=" in doc
+    returns = doc.split("Returns:")[1]
+    assert "ITERPipelineOutput" in returns and "tuple" in returns
+
+
+def test_the_loop_drives_the_scheduler_as_a_stepper(pipe, monkeypatch):
+    """Every step: the scheduler prepares the step's keep-mask, φ_r runs on the executing images, and
+    ``scheduler.step`` performs that timestep's transition on the whole batch; an image that skips the step
+    passes through it unchanged while the other image of its batch is refined."""
+    scheduler = pipe.scheduler
+    monkeypatch.setattr(scheduler, "start_steps", lambda trusted: torch.tensor([0, 2])[: len(trusted)])
+    calls = []
+
+    def recording(name):
+        real = getattr(scheduler, name)
+
+        def record(*args, **kwargs):
+            out = real(*args, **kwargs)
+            if name == "step":
+                model_output, timestep, sample = args[:3]
+                calls.append((name, int(timestep), model_output.shape[0], sample.shape[0]))
+            elif name == "prepare_keep_mask":
+                calls.append((name, int(args[1])))
+            else:
+                calls.append((name,))
+            return out
+
+        monkeypatch.setattr(scheduler, name, record)
+
+    for name in ("set_timesteps", "set_trusted_mask", "prepare_keep_mask", "step"):
+        recording(name)
+    x = image(batch=2, seed=3)
+    out = pipe(x, generator=[seeded(1), seeded(2)], num_inference_steps=STEPS, output_type="latent",
+               return_intermediates=True)
+    expected = [("set_timesteps",), ("set_trusted_mask",)]
+    for i in range(STEPS):
+        t = STEPS - 1 - i
+        expected += [("prepare_keep_mask", t), ("step", t, 1 if i < 2 else 2, 2)]
+    assert calls == expected
+    from iter_diffusers.pipelines.image_io import mirror_pad
+
+    with torch.no_grad():
+        lq_tokens = pipe.encoder(mirror_pad(x, *pipe.padded_size(16, 16))).logits.argmax(1)  # S_l
+    for i in range(2):  # image 1 skips steps 0 and 1: its map stays S_l while image 0 is refined
+        assert torch.equal(out.intermediate_images[i][1], lq_tokens[1])
+        assert not torch.equal(out.intermediate_images[i][0], lq_tokens[0])
+    single = pipe(x[:1], generator=seeded(1), num_inference_steps=STEPS, output_type="latent").images
+    assert torch.equal(out.images[:1], single)  # per image exact

@@ -347,28 +347,69 @@ def test_mask_temperature_changes_distribution():
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine", "pow2"])
 @pytest.mark.parametrize("size", [(1, 1), (4, 6), (16, 16)])
-def test_random_visible_mask_hides_exact_count(size, schedule):
+def test_add_noise_hides_exact_count(size, schedule):
     """The training masking follows the scheduler's own γ (it was hard-coded to cosine)."""
     h, w = size
     scheduler = MaskedTokenScheduler(masking_schedule=schedule)
     batch = 5
-    mask = scheduler.random_visible_mask(batch, h, w, generator=gen(9))
+    ids = torch.randint(0, K, (batch, h, w), generator=gen(0))
+    noisy, mask = scheduler.add_noise(ids, generator=gen(9))
     assert mask.shape == (batch, h, w) and mask.dtype == torch.float32
     assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert torch.equal(noisy, ids)  # no mask_token_id: the ids stay, the mask says what is hidden
     progress = torch.rand(batch, generator=gen(9))  # the same first draw
     expected = (masking_ratio(progress, schedule) * h * w).int().clamp(min=1)
     hidden = (1 - mask).flatten(1).sum(1).int()
     assert torch.equal(hidden, expected)
     assert torch.all(hidden >= 1)
-    again = scheduler.random_visible_mask(batch, h, w, generator=gen(9))
+    again = scheduler.add_noise(ids, generator=gen(9))[1]
     assert torch.equal(mask, again)
     # an explicit schedule overrides the config's (the training script asks for the official cosine)
-    cosine = scheduler.random_visible_mask(batch, h, w, generator=gen(9), masking_schedule="cosine")
+    cosine = scheduler.add_noise(ids, generator=gen(9), masking_schedule="cosine")[1]
     expected_cosine = (torch.cos(progress * math.pi / 2) * h * w).int().clamp(min=1)
     assert torch.equal((1 - cosine).flatten(1).sum(1).int(), expected_cosine)
+    # with φ_r's mask token id the hidden positions carry it, the visible ones keep their ids
+    masked, same_mask = scheduler.add_noise(ids, generator=gen(9), mask_token_id=K)
+    assert torch.equal(same_mask, mask)
+    assert torch.equal(masked, torch.where(mask.bool(), ids, K))
+    assert ids.max() < K  # the originals are untouched
 
 
-def test_random_visible_mask_draws_on_the_generators_device(monkeypatch):
+def test_add_noise_keeps_the_stream_of_the_former_random_visible_mask():
+    """The draws are those of the former ``random_visible_mask``: r per image, then one score per position,
+    the highest scores hidden."""
+    scheduler = MaskedTokenScheduler(masking_schedule="cosine")
+    batch, h, w = 3, 5, 7
+    g = gen(4)
+    progress = torch.rand(batch, generator=g)
+    scores = torch.rand(batch, h * w, generator=g)
+    num_hidden = (torch.cos(progress * math.pi / 2) * h * w).int().clamp(min=1)
+    expected = torch.ones(batch, h * w)
+    for b in range(batch):
+        expected[b, scores[b].argsort(descending=True)[: num_hidden[b]]] = 0
+    _, mask = scheduler.add_noise(torch.zeros(batch, h, w, dtype=torch.long), generator=gen(4))
+    assert torch.equal(mask, expected.view(batch, h, w))
+
+
+def test_add_noise_at_given_timesteps():
+    """With timesteps the hidden count is that of step i's progress i/T; only the positions are drawn."""
+    scheduler = MaskedTokenScheduler(masking_schedule="linear")
+    scheduler.set_timesteps(4)
+    ids = torch.zeros(4, 4, 8, dtype=torch.long)  # N = 32
+    _, mask = scheduler.add_noise(ids, scheduler.timesteps, generator=gen(2))
+    assert (1 - mask).flatten(1).sum(1).tolist() == [32, 24, 16, 8]  # γ(i/4)·N for i = 0 … 3
+    _, one = scheduler.add_noise(ids[:2], scheduler.timesteps[3], generator=gen(2))
+    assert (1 - one).flatten(1).sum(1).tolist() == [8, 8]
+    g = gen(2)
+    scheduler.add_noise(ids, scheduler.timesteps, generator=g)
+    reference = gen(2)
+    torch.rand(4, 32, generator=reference)  # the positions only: no draw of r
+    assert torch.equal(g.get_state(), reference.get_state())
+    with pytest.raises(ValueError, match="timesteps"):
+        scheduler.add_noise(ids, scheduler.timesteps[:3], generator=gen(2))
+
+
+def test_add_noise_draws_on_the_generators_device(monkeypatch):
     """A CUDA generator needs its draws made on CUDA: every torch.rand call gets the generator's device."""
     devices = []
     real_rand = torch.rand
@@ -378,8 +419,123 @@ def test_random_visible_mask_draws_on_the_generators_device(monkeypatch):
         return real_rand(*size, generator=generator, device=device, **kwargs)
 
     monkeypatch.setattr(torch, "rand", recording_rand)
-    MaskedTokenScheduler().random_visible_mask(2, 4, 4, generator=gen(1))
+    MaskedTokenScheduler().add_noise(torch.zeros(2, 4, 4, dtype=torch.long), generator=gen(1))
     assert len(devices) == 2 and all(draw == generator for generator, draw in devices)
+
+
+# ---------------------------------------------------------------------------------------------- the stepper
+
+
+def trusting(count: int, batch: int = 1, h: int = 4, w: int = 8) -> torch.Tensor:
+    """A trusted mask B with ``count`` trusted tokens in every image."""
+    mask = torch.zeros(batch, h * w)
+    mask[:, :count] = 1
+    return mask.view(batch, h, w)
+
+
+def test_step_depends_on_the_timestep():
+    """Same inputs, two timesteps: a step the adaptive start skips passes the sample through and draws nothing;
+    an executed step draws new tokens."""
+    scheduler = MaskedTokenScheduler(masking_schedule="linear")
+    scheduler.set_timesteps(4)  # N = 32: n = 0, 8, 16, 24
+    scheduler.set_trusted_mask(trusting(12))  # |B| = 12: steps 0 and 1 are skipped
+    assert scheduler.start_indices.tolist() == [2]
+    logits = torch.zeros(1, K, 4, 8)  # uniform: any draw changes the map
+    sample = torch.full((1, 4, 8), 3)
+    skipped, executed = scheduler.timesteps[1], scheduler.timesteps[2]  # t = 2 and t = 1
+    g = gen(5)
+    out = scheduler.step(logits, skipped, sample, generator=g)
+    assert torch.equal(out.prev_sample, sample) and torch.equal(out.pred_original_sample, sample)
+    assert torch.equal(g.get_state(), gen(5).get_state())  # nothing drawn
+    drawn = scheduler.step(logits, executed, sample, generator=g).prev_sample
+    assert not torch.equal(drawn, sample)
+    assert not torch.equal(g.get_state(), gen(5).get_state())
+    plain = MaskedTokenScheduler()  # the executed step is the plain categorical draw
+    plain.set_timesteps(4)
+    assert torch.equal(drawn, plain.step(logits, executed, sample, generator=gen(5)).prev_sample)
+    assert scheduler.executing(skipped).tolist() == [False]
+    assert scheduler.executing(executed).tolist() == [True]
+    assert scheduler.step_index == 3
+
+
+def test_step_skips_per_image_and_takes_the_executing_images_logits():
+    """In a batch each image follows its own start; φ_r's logits may cover the batch or only the executing images."""
+    scheduler = MaskedTokenScheduler(masking_schedule="linear")
+    scheduler.set_timesteps(4)
+    trusted = torch.cat([trusting(12), trusting(0), trusting(20)])  # start steps 2, 0, 3
+    assert scheduler.set_trusted_mask(trusted).tolist() == [2, 0, 3]
+    logits = dummy_logits(batch=3, h=4, w=8)
+    sample = torch.randint(0, K, (3, 4, 8), generator=gen(1))
+    t = scheduler.timesteps[2]  # images 0 and 1 run, image 2 skips
+    assert scheduler.executing(t).tolist() == [True, True, False]
+    whole = scheduler.step(logits, t, sample, generator=[gen(1), gen(2), gen(3)])
+    only = scheduler.step(logits[:2], t, sample, generator=[gen(1), gen(2), gen(3)])
+    assert torch.equal(whole.prev_sample, only.prev_sample)
+    assert torch.equal(whole.prev_sample[2], sample[2])
+    assert torch.equal(whole.pred_original_sample[:2], logits[:2].argmax(1))
+    for b in range(2):  # each executing image draws what it draws alone
+        alone = MaskedTokenScheduler()
+        alone.set_timesteps(4)
+        assert torch.equal(whole.prev_sample[b], alone.step(logits[b : b + 1], t, sample[b : b + 1],
+                                                             generator=gen(b + 1)).prev_sample[0])
+    with pytest.raises(ValueError, match="does not match"):
+        scheduler.step(logits[:1], t, sample)
+    with pytest.raises(ValueError, match="set_trusted_mask"):
+        scheduler.step(logits[:2], t, sample[:2])
+    scheduler.set_timesteps(4)  # a new run forgets the trusted mask: every image runs again
+    assert scheduler.start_indices is None and scheduler.step_index is None
+    assert scheduler.executing(scheduler.timesteps[0], batch_size=3).tolist() == [True, True, True]
+
+
+def test_prepare_keep_mask_by_step():
+    """B is kept until an image's first executed step; every later step grows it to n_i, drawn from φ_e."""
+    scheduler = MaskedTokenScheduler(masking_schedule="linear")
+    scheduler.set_timesteps(4)  # N = 32: n = 0, 8, 16, 24
+    trusted = torch.cat([trusting(12), trusting(0)])  # start steps 2 and 0
+    scheduler.set_trusted_mask(trusted)
+    ev = dummy_evaluator_logits(batch=2, h=4, w=8)
+    g = [gen(1), gen(2)]
+    kept = trusted.clone()
+    counts = []
+    for i, t in enumerate(scheduler.timesteps):
+        before = [x.get_state() for x in g]
+        new = scheduler.prepare_keep_mask(kept, t, ev, generator=g)
+        drew = [not torch.equal(a, x.get_state()) for a, x in zip(before, g)]
+        assert drew == [i > 2, i > 0], i  # only growing images draw
+        assert torch.all(new >= kept)
+        kept = new
+        counts.append(kept.flatten(1).sum(1).int().tolist())
+    assert counts == [[12, 0], [12, 8], [12, 16], [24, 24]]
+    assert torch.equal(kept[0].view(-1)[:12], torch.ones(12))  # B stays kept
+    with pytest.raises(ValueError, match="evaluator_logits"):
+        scheduler.prepare_keep_mask(kept, scheduler.timesteps[3], generator=g)
+    # a step no image grows at needs no φ_e scores
+    assert torch.equal(scheduler.prepare_keep_mask(trusted[:1].expand(2, -1, -1), scheduler.timesteps[0]),
+                       trusted[:1].expand(2, -1, -1))
+
+
+def test_stepper_reproduces_the_official_draws(official_dir):
+    """The scheduler alone, fed the official φ_r / φ_e outputs, draws the official tokens and mask (x_40x48)."""
+    case = torch.load(official_dir / "tiny_parity.pt", weights_only=True)["x_40x48"]
+    lq_tokens = case["lq_tokens"][:, 0]
+    scheduler = MaskedTokenScheduler()
+    scheduler.set_timesteps(8)
+    trusted = scheduler.trusted_mask(case["init_mask_logits"])
+    assert torch.equal(trusted, case["init_mask_binary"][:, 0])
+    assert scheduler.set_trusted_mask(trusted).tolist() == [case["num_skipped_steps"]] == [4]
+    generator = gen(123)
+    tokens, kept = lq_tokens.clone(), trusted.clone()
+    for i, t in enumerate(scheduler.timesteps[:6]):
+        # φ_e's scores of the tokens after step 4 (call 2: calls 0 and 1 judge S_l) grow the mask of step 5
+        evaluator_logits = case["crit_logits_per_call"][2] if i == 5 else None
+        kept = scheduler.prepare_keep_mask(kept, t, evaluator_logits, generator=generator)
+        assert torch.equal(kept, case["eval_refine_masks"][i][:, 0]), i
+        if i == 5:
+            assert torch.equal(kept, case["sample_t_calls"][0]["mask_out"][:, 0])
+            break
+        tokens = scheduler.step(case["refine_logits_first"], t, tokens, generator=generator).prev_sample
+        assert torch.equal(tokens, lq_tokens if i < 4 else case["categorical_samples"][0][:, 0]), i
+        assert torch.equal(tokens, case["refined_tokens"][i][:, 0]), i
 
 
 def test_step_accepts_the_sequence_form():

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.utils import BaseOutput, logging
+from diffusers.utils import BaseOutput, logging, replace_example_docstring
 
 from ..models import (ITERDistortionRemovalEncoder, ITERRefinementTransformer, ITERTokenEvaluator,
                       ITERUpsamplingEncoder, ITERVQModel)
@@ -18,11 +18,29 @@ from . import tiling
 from .checks import check_call_arguments, check_color_fix, check_components, resolve_color_fix
 from .color_fix import apply_color_fix
 from .generators import per_image_generators, spawn_generators
-from .generators import select as generators_of
 from .hub_code import HubCodeMixin
 from .image_io import mirror_pad, postprocess, to_image_tensors
 
 logger = logging.get_logger(__name__)
+
+EXAMPLE_DOC_STRING = """
+    Examples:
+        ```py
+        >>> import torch
+        >>> from PIL import Image
+        >>> from iter_diffusers import DEMO_MODEL_PATH, ITERPipeline
+
+        >>> pipe = ITERPipeline.from_pretrained(DEMO_MODEL_PATH)  # or a converted official folder
+        >>> image = Image.open("photo.png")
+        >>> result = pipe(image, generator=torch.Generator().manual_seed(123))
+        >>> result.images[0].save("photo_x4.png")
+
+        >>> # every step's image and keep-mask
+        >>> result = pipe(image, generator=torch.Generator().manual_seed(123), return_intermediates=True)
+        >>> len(result.intermediate_images) == pipe.config.num_inference_steps
+        True
+        ```
+"""
 
 
 @dataclass
@@ -236,45 +254,54 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
             lq_tokens = latents.to(device=device, dtype=torch.long)
         _, token_h, token_w = lq_tokens.shape
 
+        # 1. timesteps, and the adaptive start: φ_e judges S_l; the tokens it trusts (B) are kept, and every step
+        #    whose schedule would keep fewer tokens is skipped (per image)
         scheduler = self.scheduler
         scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = scheduler.timesteps
         evaluator_logits = self.evaluator(lq_tokens, lq_tokens).logits
         trusted = scheduler.trusted_mask(evaluator_logits, mask_threshold)  # B
-        start_steps = scheduler.start_steps(trusted)  # (B,) on the CPU: which steps each image runs
-        tokens, kept = lq_tokens.clone(), trusted.clone()
+        scheduler.set_trusted_mask(trusted)
+        latents, kept = lq_tokens.clone(), trusted.clone()
         step_tokens, step_masks = [], []
 
-        for i, t in enumerate(scheduler.timesteps):
+        # 2. the refinement loop
+        for i, t in enumerate(timesteps):
             if self.interrupt:
                 break
-            active, resuming = start_steps <= i, start_steps < i  # run this step / ran an earlier one
-            on, grow = active.to(device), resuming.to(device)
-            if resuming.any():  # the first executed step keeps B; later ones grow the keep-mask
-                kept[grow] = scheduler.sample_mask(evaluator_logits[grow], t, kept[grow],
-                                                   generators_of(generators, resuming), mask_temperature)
-            if active.any():
-                logits = self.refiner(tokens[on], lq_tokens[on], visible_mask=kept[on], trusted_mask=trusted[on]).logits
-                tokens[on] = scheduler.step(logits, t, tokens[on], generators_of(generators, active),
-                                            token_temperature).prev_sample
+            running = scheduler.executing(t)  # (B,) on the CPU: the images whose step t runs
+            on = running.to(device)
+            # the keep-mask of step t: B at an image's first executed step, then grown ∝ φ_e's judgement
+            kept = scheduler.prepare_keep_mask(kept, t, evaluator_logits, generator=generators,
+                                               mask_temperature=mask_temperature)
+            if running.any():  # a step that every image skips calls no network and draws nothing
+                # φ_r re-predicts the tokens of the executing images, then the scheduler draws their new map
+                logits = self.refiner(latents[on], lq_tokens[on], visible_mask=kept[on], trusted_mask=trusted[on]).logits
+                latents = scheduler.step(logits, t, latents, generator=generators,
+                                         token_temperature=token_temperature).prev_sample
+
             if callback_on_step_end is not None:
-                available = {"latents": tokens, "kept_mask": kept, "condition_tokens": lq_tokens, "trusted_mask": trusted}
+                available = {"latents": latents, "kept_mask": kept, "condition_tokens": lq_tokens,
+                             "trusted_mask": trusted}
                 callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
                 callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
-                tokens = callback_outputs.pop("latents", tokens)
+                latents = callback_outputs.pop("latents", latents)
                 kept = callback_outputs.pop("kept_mask", kept)
+
             # φ_e judges the tokens the next step starts from (after the callback, which may replace them);
             # after the last step it would be wasted.
-            if active.any() and i < num_inference_steps - 1:
-                evaluator_logits[on] = self.evaluator(tokens[on], lq_tokens[on]).logits.to(evaluator_logits.dtype)
+            if running.any() and i < num_inference_steps - 1:
+                evaluator_logits[on] = self.evaluator(latents[on], lq_tokens[on]).logits.to(evaluator_logits.dtype)
             if return_intermediates:
-                step_tokens.append(tokens.clone())
+                step_tokens.append(latents.clone())
                 step_masks.append(torch.where(on[:, None, None], kept, trusted).cpu())
             progress_bar.update()
 
+        # 3. decode
         crop = (slice(None), slice(None), slice(0, height * self.upscale_factor), slice(0, width * self.upscale_factor))
-        images = self.vqvae.decode(tokens).sample[crop].float()
+        images = self.vqvae.decode(latents).sample[crop].float()
         images = apply_color_fix(images, lq, *color_fix)
-        return _RunResult(images, tokens, step_tokens or None, step_masks or None)
+        return _RunResult(images, latents, step_tokens or None, step_masks or None)
 
     def _run_groups(self, images, generators, groups, tile_for, tiles: tiling.TileSettings, run_kwargs) -> list:
         """Every image's :class:`_RunResult`: tiled images one by one, same-size untiled ones as batches."""
@@ -341,6 +368,7 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
 
     # ------------------------------------------------------------------ entry point
     @torch.no_grad()
+    @replace_example_docstring(EXAMPLE_DOC_STRING)
     def __call__(
         self,
         image=None,
@@ -395,6 +423,14 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
             color_fix (`str`, *optional*): ``"wavelet"``, ``"adain"`` or ``"none"``; default
                 ``pipe.config.color_fix``. Applied to the final and the per-step images, not to token outputs.
             color_fix_levels (`int`, *optional*): wavelet levels (default ``pipe.config.color_fix_levels``).
+
+        Examples:
+
+        Returns:
+            [`ITERPipelineOutput`] or `tuple`: with ``return_dict=True`` an [`ITERPipelineOutput`]: ``images``
+            (like ``output_type`` asks, a list when the inputs differ in size) and, with
+            ``return_intermediates=True``, ``intermediate_images`` and ``intermediate_masks`` (one entry per step).
+            Otherwise the tuple ``(images, intermediate_images, intermediate_masks)``, None where not asked for.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs

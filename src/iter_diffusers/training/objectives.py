@@ -123,7 +123,7 @@ def lq_stage_losses(vqvae, encoder, evaluator, refiner, scheduler, lq, hq, *, tr
 
     batch, height, width = gt_tokens.shape
     # φ_r trains on the official training schedule (cosine), whatever schedule the pipeline samples with.
-    visible = scheduler.random_visible_mask(batch, height, width, device=gt_tokens.device, masking_schedule="cosine")
+    _, visible = scheduler.add_noise(gt_tokens, masking_schedule="cosine")  # φ_r takes the ids and the visible mask
     refine_logits = refiner(gt_tokens, lq_tokens, visible_mask=visible, trusted_mask=trusted).logits
     refined_image = None
     if "refiner" in train:
