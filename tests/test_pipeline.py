@@ -24,12 +24,13 @@ from iter_diffusers.pipelines.tiling import overlap_ramp as _overlap_ramp
 S = 4  # the fixture's scale factor
 STEPS = 4  # enough for steps to execute on the 16x16 inputs (φ_e trusts ~40% of S_l)
 
+# what model_index.json names: the code files the folder carries (see pipelines/hub_code.py)
 COMPONENT_ENTRIES = {
-    "vqvae": ["iter_diffusers.models.vqgan", "ITERVQModel"],
-    "encoder": ["iter_diffusers.models.lq_encoder", "ITERDistortionRemovalEncoder"],
-    "evaluator": ["iter_diffusers.models.token_networks", "ITERTokenEvaluator"],
-    "refiner": ["iter_diffusers.models.token_networks", "ITERRefinementTransformer"],
-    "scheduler": ["iter_diffusers.schedulers.scheduling_masked_token", "MaskedTokenScheduler"],
+    "vqvae": ["iter_diffusers_models", "ITERVQModel"],
+    "encoder": ["iter_diffusers_models", "ITERDistortionRemovalEncoder"],
+    "evaluator": ["iter_diffusers_models", "ITERTokenEvaluator"],
+    "refiner": ["iter_diffusers_models", "ITERRefinementTransformer"],
+    "scheduler": ["iter_diffusers_scheduler", "MaskedTokenScheduler"],
 }
 
 
@@ -60,7 +61,7 @@ def test_components_keys(pipe):
 def test_save_load_round_trip_bit_exact(pipe, tmp_path, safe):
     pipe.save_pretrained(tmp_path, safe_serialization=safe)
     index = json.loads((tmp_path / "model_index.json").read_text())
-    assert index["_class_name"] == "ITERPipeline"
+    assert index["_class_name"] == ["iter_diffusers_pipeline", "ITERPipeline"]
     # the components, and the pipeline's own settings (the default colour fix: none for converted weights)
     assert {k: v for k, v in index.items() if not k.startswith("_")} == COMPONENT_ENTRIES | {
         "color_fix": None, "color_fix_levels": 5, "num_inference_steps": 8}
