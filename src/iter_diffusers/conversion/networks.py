@@ -34,14 +34,30 @@ def _swin_config(state: StateDict, where: str) -> dict:
     hidden = require(state, block + "mlp.fc1.weight", where).shape[0]
     return dict(
         dim=dim, num_groups=len(groups), depth=len(depth), num_heads=table.shape[1],
-        window_size=window, mlp_ratio=hidden / dim,
+        window_size=window, mlp_ratio=hidden / dim, shift_windows=_has_shifted_blocks(state, depth),
     )
+
+
+def _has_shifted_blocks(state: StateDict, depth: list[int]) -> bool:
+    """Whether the odd blocks shift their windows. SwinIR stores a shift mask in every shifted block; it shifts
+    none (and clamps the window to the map) when its configured map is no larger than the window. A checkpoint
+    without the persistent buffers cannot tell: it is taken as the usual alternation."""
+    if len(depth) < 2 or not any(k.endswith("attn.relative_position_index") for k in state):
+        return True
+    return any(re.search(r"\.blocks\.\d*[13579]\.attn_mask$", k) for k in state)
 
 
 def _swin_fields(swin: dict) -> dict:
     """The Swin entries of our model configs, from :func:`_swin_config`."""
     return dict(swin_num_groups=swin["num_groups"], swin_depth=swin["depth"], swin_num_heads=swin["num_heads"],
                 swin_window_size=swin["window_size"], mlp_ratio=swin["mlp_ratio"])
+
+
+def _shifting(swin: dict, where: str) -> dict:
+    """E_l's and φ's Swin settings, which always shift (the official code builds them for a 32×32 map, window 8)."""
+    if not swin["shift_windows"]:
+        raise ConversionError(f"{where}: Swin blocks without shifted windows are only supported in the VQGAN")
+    return swin
 
 
 def _check_swin_buffers(state: StateDict, where: str, window: int) -> None:
@@ -52,9 +68,13 @@ def _check_swin_buffers(state: StateDict, where: str, window: int) -> None:
             raise ConversionError(f"{where}: {key} differs from the recomputed relative-position index")
     for key in [k for k in state if k.endswith(".attn_mask")]:
         mask = state.pop(key).float()
-        side = math.isqrt(mask.shape[0]) * window  # the official masks are made for square maps
-        expected = shifted_window_mask(side, side, window, window // 2)
-        if mask.shape != expected.shape or not torch.equal(mask, expected):
+        # made for the configured map, which need not be square: one of the layouts of its windows must match
+        num_windows = mask.shape[0]
+        layouts = [(rows, num_windows // rows) for rows in range(1, num_windows + 1) if num_windows % rows == 0]
+        if mask.shape[1:] != (window * window, window * window) or not any(
+            torch.equal(mask, shifted_window_mask(rows * window, cols * window, window, window // 2))
+            for rows, cols in layouts
+        ):
             raise ConversionError(f"{where}: {key} differs from the recomputed shifted-window mask")
 
 
@@ -119,6 +139,7 @@ def infer_vqgan_config(encoder: StateDict, quantize_weight: torch.Tensor) -> dic
         latent_channels=quantize_weight.shape[1],
         num_vq_embeddings=quantize_weight.shape[0],
         swin_dim=swin["dim"],
+        swin_shift_windows=swin["shift_windows"],
         **_swin_fields(swin),
     )
 
@@ -194,7 +215,7 @@ def convert_lq_encoder(part: StateDict, num_vq_embeddings: int) -> ITERDistortio
         base_channels=part["0.weight"].shape[0],
         blocks_per_stage=len(blocks),
         feature_dim=require(part, f"{proj}.weight", where).shape[0],
-        **_swin_fields(swin),
+        **_swin_fields(_shifting(swin, where)),
         num_vq_embeddings=num_vq_embeddings,
     )
     _check_swin_buffers(part, where, swin["window_size"])
@@ -244,7 +265,7 @@ def convert_token_network(part: StateDict, cls: type, num_vq_embeddings: int, wh
         out_channels=require(part, "conv_out.2.weight", where).shape[0],
         use_mask_token=inputs == num_vq_embeddings + 1,
         hidden_dim=code_emb.shape[0],
-        **_swin_fields(swin),
+        **_swin_fields(_shifting(swin, where)),
     )
     _check_swin_buffers(part, where, swin["window_size"])
     official_names = {

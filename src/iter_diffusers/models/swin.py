@@ -157,12 +157,15 @@ class SwinBlock(nn.Module):
 
 
 class ResidualSwinGroup(nn.Module):
-    """SwinIR's RSTB: ``depth`` blocks alternating plain and shifted windows, a 3×3 conv, and a long skip."""
+    """SwinIR's RSTB: ``depth`` blocks alternating plain and shifted windows (plain only without
+    ``shift_windows``), a 3×3 conv, and a long skip."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float = 4.0,
+                 shift_windows: bool = True):
         super().__init__()
+        shift = window_size // 2 if shift_windows else 0
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window_size, shift=0 if i % 2 == 0 else window_size // 2, mlp_ratio=mlp_ratio)
+            SwinBlock(dim, num_heads, window_size, shift=0 if i % 2 == 0 else shift, mlp_ratio=mlp_ratio)
             for i in range(depth)
         )
         self.conv = nn.Conv2d(dim, dim, 3, padding=1)
@@ -183,7 +186,8 @@ class ResidualSwinGroup(nn.Module):
 class SwinLayers(nn.Module):
     """Conv-wrapped stack of residual Swin groups on a (B, C, H, W) map: conv3×3 → groups → conv3×3, plus a skip.
 
-    H and W must be multiples of ``window_size``.
+    H and W must be multiples of ``window_size``. ``shift_windows=False`` makes every block a plain-window block:
+    SwinIR does that (and clamps the window to the map) when its configured map is no larger than the window.
     """
 
     def __init__(
@@ -195,12 +199,13 @@ class SwinLayers(nn.Module):
         num_heads: int = 8,
         window_size: int = 8,
         mlp_ratio: float = 4.0,
+        shift_windows: bool = True,
     ):
         super().__init__()
         self.window_size = window_size
         self.conv_in = nn.Conv2d(in_channels, dim, 3, padding=1)
         self.groups = nn.ModuleList(
-            ResidualSwinGroup(dim, depth, num_heads, window_size, mlp_ratio) for _ in range(num_groups)
+            ResidualSwinGroup(dim, depth, num_heads, window_size, mlp_ratio, shift_windows) for _ in range(num_groups)
         )
         self.conv_out = nn.Conv2d(dim, in_channels, 3, padding=1)
 

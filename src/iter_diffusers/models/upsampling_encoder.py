@@ -28,7 +28,7 @@ from .vqgan import ITERVQModel, SwinVQEncoder
 _VQGAN_ENCODER_KEYS = (
     "in_channels", "base_channels", "channel_multipliers", "layers_per_block", "latent_channels",
     "num_vq_embeddings", "swin_dim", "swin_num_groups", "swin_depth", "swin_num_heads", "swin_window_size",
-    "mlp_ratio", "norm_num_groups",
+    "mlp_ratio", "swin_shift_windows", "norm_num_groups",
 )
 
 
@@ -56,7 +56,7 @@ class ITERUpsamplingEncoder(TokenGridMixin, ModelMixin, ConfigMixin):
         latent_channels: int = 128, num_vq_embeddings: int = 512,
         # the Swin trunk
         swin_dim: int = 256, swin_num_groups: int = 1, swin_depth: int = 6, swin_num_heads: int = 8,
-        swin_window_size: int = 8, mlp_ratio: float = 4.0,
+        swin_window_size: int = 8, mlp_ratio: float = 4.0, swin_shift_windows: bool = True,
         norm_num_groups: int = 32,
     ):
         super().__init__()
@@ -66,7 +66,7 @@ class ITERUpsamplingEncoder(TokenGridMixin, ModelMixin, ConfigMixin):
         if vq_scale_factor % scale_factor:
             raise ValueError(f"scale_factor {scale_factor} must divide vq_scale_factor {vq_scale_factor}")
         swin_kwargs = dict(dim=swin_dim, num_groups=swin_num_groups, depth=swin_depth, num_heads=swin_num_heads,
-                           window_size=swin_window_size, mlp_ratio=mlp_ratio)
+                           window_size=swin_window_size, mlp_ratio=mlp_ratio, shift_windows=swin_shift_windows)
         self.encoder = SwinVQEncoder(in_channels, latent_channels, base_channels, tuple(channel_multipliers),
                                      layers_per_block, swin_kwargs, norm_num_groups)
         self.head = nn.Conv2d(latent_channels, num_vq_embeddings, 1)

@@ -192,6 +192,9 @@ class ITERVQModel(ModelMixin, ConfigMixin):
         swin_num_heads (`int`, defaults to 8): attention heads.
         swin_window_size (`int`, defaults to 8): attention window side, in latent pixels.
         mlp_ratio (`float`, defaults to 4.0): Swin MLP width ratio.
+        swin_shift_windows (`bool`, defaults to `True`): alternate plain and shifted windows. The official VQGAN
+            has none shifted when its configured Swin map (``resolution / scale_factor``) is no larger than its
+            window, which SwinIR then clamps to the map side: the converter reads both off the checkpoint.
         commitment_beta (`float`, defaults to 0.25): β of the VQ loss (training only), see :class:`VectorQuantizer`.
         legacy_vq_loss (`bool`, defaults to `True`): β on the codebook term, as the official VQGAN was trained.
         norm_num_groups (`int`, defaults to 32): GroupNorm groups of layers with ≥ 32 channels. Keep at least 4
@@ -217,7 +220,7 @@ class ITERVQModel(ModelMixin, ConfigMixin):
         swin_dim: int = 256,
         # the Swin trunk
         swin_num_groups: int = 1, swin_depth: int = 6, swin_num_heads: int = 8,
-        swin_window_size: int = 8, mlp_ratio: float = 4.0,
+        swin_window_size: int = 8, mlp_ratio: float = 4.0, swin_shift_windows: bool = True,
         commitment_beta: float = 0.25,
         legacy_vq_loss: bool = True,
         norm_num_groups: int = 32,
@@ -230,6 +233,7 @@ class ITERVQModel(ModelMixin, ConfigMixin):
             num_heads=swin_num_heads,
             window_size=swin_window_size,
             mlp_ratio=mlp_ratio,
+            shift_windows=swin_shift_windows,
         )
         shared = (latent_channels, base_channels, tuple(channel_multipliers), layers_per_block, swin_kwargs,
                   norm_num_groups)
