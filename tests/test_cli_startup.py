@@ -28,7 +28,10 @@ def _probe(argvs: list[list[str]]) -> str:
 
 def test_help_and_usage_errors_import_neither_torch_nor_diffusers():
     usage_errors = [["-o", "out"], ["-i", "x.png"], ["-i", "x.png", "-o", "out", "--ext", "gif"],
-                    ["-i", "x.png", "-o", "out", "--no_such_option"]]
+                    ["-i", "x.png", "-o", "out", "--no_such_option"],
+                    # refused by the pipeline's own checks, which load no torch
+                    ["-i", "x.png", "-o", "out", "--alpha", "2"], ["-i", "x.png", "-o", "out", "--steps", "0"],
+                    ["-i", "x.png", "-o", "out", "--color_fix", "sharp"]]
     assert _probe([["--help"], *usage_errors]) == f"{[0] + [2] * len(usage_errors)} []"
 
 

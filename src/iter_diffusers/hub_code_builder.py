@@ -22,7 +22,7 @@ HUB_MODULE_SOURCES = {
     HUB_MODELS_MODULE: ["models/outputs.py", "models/blocks.py", "models/swin.py", "models/vqgan.py",
                         "models/lq_encoder.py", "models/upsampling_encoder.py", "models/token_networks.py"],
     HUB_SCHEDULER_MODULE: ["schedulers/scheduling_masked_token.py"],
-    HUB_PIPELINE_MODULE: ["utils/image_files.py", "pipelines/color_fix.py", "pipelines/image_io.py",
+    HUB_PIPELINE_MODULE: ["utils/image_files.py", "pipelines/options.py", "pipelines/color_fix.py", "pipelines/image_io.py",
                           "pipelines/generators.py", "pipelines/tiling.py", "pipelines/checks.py",
                           "pipelines/hub_code.py", "pipelines/pipeline_iter.py"],
 }

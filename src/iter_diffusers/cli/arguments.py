@@ -7,6 +7,8 @@ from pathlib import Path
 
 import PIL.Image
 
+from ..pipelines import checks
+from ..pipelines.options import COLOR_FIXES
 from .console import PROG
 from .images import EXT_CHOICES
 from .inputs import IMAGE_EXTENSIONS
@@ -67,20 +69,13 @@ def _number(text: str) -> int | float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
-def _checks():
-    # imported on use: the pipeline's checks import torch, which --help and most usage errors do not need
-    from ..pipelines import checks
-
-    return checks
-
-
 def _valid_call(**changes) -> None:
     """``check_call_arguments`` on a valid call with ``changes``: the API's own words for the CLI's options that
     have no check function of their own (steps, tile size and padding)."""
     call = dict(num_inference_steps=1, output_type="np", tile_size=None, tile_padding=0, latents=None,
                 tensor_inputs=None, num_images_per_prompt=1, callback_on_step_end=None, mask_threshold=None,
                 token_temperature=None, mask_temperature=None, tile_batch_size=1, callback_tensor_inputs=[])
-    _checks().check_call_arguments(**{**call, **changes})
+    checks.check_call_arguments(**{**call, **changes})
 
 
 def _api_checked(convert, check):
@@ -100,9 +95,9 @@ def _api_checked(convert, check):
 
 _steps = _api_checked(_number, lambda value: _valid_call(num_inference_steps=value))
 _tile_padding = _api_checked(_number, lambda value: _valid_call(tile_padding=value))
-_alpha = _api_checked(_number, lambda value: _checks().check_mask_threshold(value))
-_color_fix = _api_checked(str, lambda value: _checks().check_color_fix(None if value == "none" else value, 1))
-COLOR_FIX_CHOICES = ("wavelet", "adain", "none")  # checks.COLOR_FIXES and none (its import would load torch)
+_alpha = _api_checked(_number, lambda value: checks.check_mask_threshold(value))
+_color_fix = _api_checked(str, lambda value: checks.check_color_fix(None if value == "none" else value, 1))
+COLOR_FIX_CHOICES = (*COLOR_FIXES, "none")
 
 
 def parse_tile(value: str):

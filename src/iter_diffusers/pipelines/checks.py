@@ -1,11 +1,11 @@
-"""Checks that a pipeline's parts and settings can work together, with errors that name what disagrees."""
+"""Checks that a pipeline's parts and settings can work together, with errors that name what disagrees.
+
+Importing this module loads no torch (``iter-sr`` checks its arguments with it before anything heavy is loaded).
+"""
 
 from __future__ import annotations
 
-import torch
-
-from .color_fix import COLOR_FIXES
-from .image_io import OUTPUT_TYPES
+from .options import COLOR_FIXES, OUTPUT_TYPES
 
 
 def check_components(vqvae, encoder, evaluator, refiner) -> None:
@@ -61,6 +61,15 @@ def check_mask_threshold(value) -> None:
         raise ValueError(f"mask_threshold (alpha) must be a number in [0, 1], got {value!r}")
 
 
+def _check_latents_type(latents) -> None:
+    import torch  # only here: the module stays torch-free for the command line
+
+    if not isinstance(latents, torch.Tensor) or latents.dtype not in (torch.int64, torch.int32, torch.int16,
+                                                                     torch.uint8):
+        raise TypeError("latents must be an integer tensor of token ids (B, h, w), got "
+                        f"{latents.dtype if isinstance(latents, torch.Tensor) else type(latents).__name__}")
+
+
 def check_call_arguments(*, num_inference_steps, output_type, tile_size, tile_padding, latents, tensor_inputs,
                          num_images_per_prompt, callback_on_step_end, mask_threshold, token_temperature,
                          mask_temperature, tile_batch_size, callback_tensor_inputs) -> None:
@@ -81,10 +90,8 @@ def check_call_arguments(*, num_inference_steps, output_type, tile_size, tile_pa
             raise ValueError(f"{name} must be > 0, got {value!r}")
     if callback_on_step_end is not None and not callable(callback_on_step_end):
         raise TypeError(f"callback_on_step_end must be callable, got {type(callback_on_step_end).__name__}")
-    if latents is not None and (not isinstance(latents, torch.Tensor) or latents.dtype not in
-                                (torch.int64, torch.int32, torch.int16, torch.uint8)):
-        raise TypeError("latents must be an integer tensor of token ids (B, h, w), got "
-                        f"{latents.dtype if isinstance(latents, torch.Tensor) else type(latents).__name__}")
+    if latents is not None:
+        _check_latents_type(latents)
     unknown = [k for k in tensor_inputs or [] if k not in callback_tensor_inputs]
     if unknown:
         raise ValueError(f"callback_on_step_end_tensor_inputs {unknown} are not among {callback_tensor_inputs}")

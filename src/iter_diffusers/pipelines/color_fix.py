@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-COLOR_FIXES = ("wavelet", "adain")
+from .options import COLOR_FIXES
 
 
 def upsample_reference(lq: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -11,8 +11,7 @@ import PIL.Image
 import torch
 
 from ..utils.image_files import image_to_array, to_u8
-
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+from .options import OUTPUT_TYPES
 
 
 def _from_pil(image: PIL.Image.Image) -> torch.Tensor:
