@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train ITER with 🤗 accelerate and 🤗 datasets: the Swin-VQGAN (stage I) or E_l, φ_e and φ_r (stages II/III).
+r"""Train ITER with 🤗 accelerate and 🤗 datasets: the Swin-VQGAN (stage I) or E_l, φ_e and φ_r (stages II/III).
 
     # stage I: the HQ Swin-VQGAN, from a model config (sizes) or a starting pipeline
     accelerate launch examples/train_iter.py --stage vqgan --model_config configs/iter_x4.json \
@@ -47,7 +47,7 @@ from iter_diffusers import (
     MaskedTokenScheduler,
 )
 from iter_diffusers.evaluation.metrics import calculate_psnr, calculate_ssim
-from iter_diffusers.model_card import trained_model_card
+from iter_diffusers.model_card import LicenceConflict, card_metadata, trained_model_card, weights_licence
 from iter_diffusers.models.discriminator import UNetDiscriminatorSN
 from iter_diffusers.training.codebook import DeadCodeRestarter
 from iter_diffusers.training.data import DatasetError, SRTrainDataset, collate, load_image_dataset
@@ -76,6 +76,8 @@ ENCODER_CLASSES = {cls.__name__: cls for cls in (ITERDistortionRemovalEncoder, I
 LQ_COMPONENTS = ("encoder", "evaluator", "refiner")
 LQ_TRAINABLE = (*LQ_COMPONENTS, "decoder")  # "decoder": the VQGAN's decoder, on E_l's tokens
 SECRET_ARGS = ("hub_token",)  # never logged, tracked or written to a card
+TINY_CONFIG_HINT = "configs/iter_x4_tiny.json"  # the CPU-sized model that error messages suggest
+VALIDATION_SHARE_WARNING = 0.2  # a larger held-out share of the training folder is warned about
 
 
 # ------------------------------------------------------------------------------------------------ arguments
@@ -191,7 +193,8 @@ def _add_output_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--validation_steps", type=int, default=500)
     group.add_argument("--validation_data_dir", default=None,
                        help="folder of held-out HQ images; default: hold out --num_validation_images training images")
-    group.add_argument("--num_validation_images", type=int, default=4)
+    group.add_argument("--num_validation_images", type=int, default=4,
+                       help="training images held out for validation when --validation_data_dir is not given")
     group.add_argument("--validation_resolution", type=int, default=None,
                        help="HQ validation crop side (default: --resolution)")
     group.add_argument("--validation_inference_steps", type=int, default=8)
@@ -204,6 +207,12 @@ def _add_output_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--push_to_hub", action="store_true")
     group.add_argument("--hub_model_id", default=None)
     group.add_argument("--hub_token", default=None)
+    group.add_argument("--license", default=None, metavar="HUB_LICENCE_ID",
+                       help="licence of the trained weights, a Hub licence id (e.g. cc0-1.0, apache-2.0). It follows "
+                            "what they are made from: a start from the official ITER weights (or from weights derived "
+                            "from them) keeps cc-by-nc-sa-4.0 and refuses another; other starts keep their card's "
+                            "licence unless this is given; runs from scratch get this one, and without it 'other' "
+                            "with license_name not-chosen (no licence is made up). The card says which case applies")
 
 
 def parse_args(argv=None):
@@ -219,6 +228,10 @@ def parse_args(argv=None):
         p.error(f"--resolution {args.resolution} must be a multiple of 64 (8 px per token × 8-token Swin windows)")
     if args.pretrained_model_name_or_path is None and args.model_config is None:
         p.error("pass --pretrained_model_name_or_path (a pipeline to start from) or --model_config (sizes)")
+    if args.stage == "lq" and args.pretrained_model_name_or_path is None:
+        p.error(f"--stage lq trains on a frozen, trained VQGAN, and --model_config alone would make a random one: "
+                f"run --stage vqgan first (e.g. --model_config {TINY_CONFIG_HINT}) and pass its --output_dir as "
+                "--pretrained_model_name_or_path, or pass a pretrained pipeline (e.g. the bundled demo model's folder)")
     if args.dataset_name is None and args.train_data_dir is None:
         p.error("pass --dataset_name or --train_data_dir")
     args.train_components = tuple(c.strip() for c in args.train_components.split(",") if c.strip())
@@ -253,9 +266,32 @@ def saved_encoder_class(args) -> type:
     return ENCODER_CLASSES[class_name]
 
 
+def model_configs(args) -> dict:
+    """--model_config: {component: config} of the components built anew (empty without it)."""
+    return json.loads(Path(args.model_config).read_text()) if args.model_config else {}
+
+
+def run_licence(args):
+    """The licence of the weights this run makes: it follows the networks taken from the starting pipeline (none:
+    from scratch); a --license those do not allow stops the run before it trains."""
+    configs = model_configs(args)
+    start = args.pretrained_model_name_or_path
+    if start is not None and all(name in configs for name in ("vqvae", *LQ_COMPONENTS)):
+        start = None  # only the scheduler's settings come from it, no weights
+    card = card_metadata(start, args.revision) if start is not None else None
+    try:
+        return weights_licence(start, card, args.license)
+    except LicenceConflict as error:
+        raise SystemExit(f"error: {error}") from None
+
+
 def load_components(args) -> dict:
     """Every pipeline component: from the starting pipeline when given, else built from --model_config."""
-    configs = json.loads(Path(args.model_config).read_text()) if args.model_config else {}
+    configs = model_configs(args)
+    if "vqvae" in configs and (args.stage == "lq" or args.vqgan_decoder_only):
+        needs = "--stage lq" if args.stage == "lq" else "--vqgan_decoder_only"
+        raise SystemExit(f"error: --model_config must not define a new 'vqvae': {needs} needs the trained VQGAN of "
+                         "--pretrained_model_name_or_path (a new one would be random); leave 'vqvae' out of it")
     components = {}
     for name, cls in COMPONENT_CLASSES.items():
         if name == "discriminator":
@@ -268,9 +304,6 @@ def load_components(args) -> dict:
             components[name] = cls(**configs[name])
         else:
             raise SystemExit(f"error: no config for {name!r}: give it in --model_config or start from a pipeline")
-    if trains_decoder_only(args) and "vqvae" in configs:
-        raise SystemExit("error: the decoder-only training needs the trained VQGAN of --pretrained_model_name_or_path; "
-                         "--model_config must not define a new 'vqvae'")
     if args.pretrained_model_name_or_path and "scheduler" not in configs:
         components["scheduler"] = MaskedTokenScheduler.from_pretrained(args.pretrained_model_name_or_path,
                                                                        subfolder="scheduler", revision=args.revision)
@@ -338,6 +371,7 @@ def make_datasets(args, accelerator, scale, degradation):
                                             lq_image_column=args.lq_image_column)
         else:
             count = min(args.num_validation_images, max(0, len(dataset) - 1))
+            warn_of_validation_share(count, len(dataset))
             order = np.random.default_rng(12345).permutation(len(dataset))
             validation = dataset.select(sorted(order[:count].tolist()))
             dataset = dataset.select(sorted(order[count:].tolist()))
@@ -347,6 +381,14 @@ def make_datasets(args, accelerator, scale, degradation):
                            image_column=args.image_column, lq_image_column=args.lq_image_column,
                            augment=not args.no_augment)
     return train, validation
+
+
+def warn_of_validation_share(count: int, total: int) -> None:
+    """Held-out images are not trained on: a large share of a small folder would be lost to training unseen."""
+    if total and count / total > VALIDATION_SHARE_WARNING:
+        logger.warning(f"validation holds out {count} of the {total} training images ({count / total:.0%}), which "
+                       "are then not trained on: set --num_validation_images (e.g. 1, or 0 for no validation) or "
+                       "pass a separate --validation_data_dir")
 
 
 def validation_pairs(validation, args, scale, degradation):
@@ -405,8 +447,15 @@ def run_validation(pipeline, pairs, args, accelerator, step) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
+def ema_of(model, decay: float) -> EMAModel:
+    """The EMA of ``model``, saved and loaded as the model's own class: each component has several designs (e.g.
+    E_l's two), so a fixed class per component name would rebuild the wrong network."""
+    return EMAModel(model.parameters(), decay=decay, model_cls=type(model), model_config=model.config)
+
+
 def register_checkpoint_hooks(accelerator, trained: dict, emas: dict):
-    """Store every trained network (and its EMA) in diffusers format inside accelerate's checkpoints."""
+    """Store every trained network (and its EMA) in diffusers format inside accelerate's checkpoints; each is
+    loaded back as the class of the network it restores (E_l, e.g., is one of two designs)."""
 
     def save_hook(models, weights, output_dir):
         if accelerator.is_main_process:
@@ -419,12 +468,12 @@ def register_checkpoint_hooks(accelerator, trained: dict, emas: dict):
 
     def load_hook(models, input_dir):
         for name, ema in emas.items():
-            loaded = EMAModel.from_pretrained(os.path.join(input_dir, f"{name}_ema"), model_cls=COMPONENT_CLASSES[name])
+            loaded = EMAModel.from_pretrained(os.path.join(input_dir, f"{name}_ema"), model_cls=ema.model_cls)
             ema.load_state_dict(loaded.state_dict())
             ema.to(accelerator.device)
         for name, model in trained.items():
             target = accelerator.unwrap_model(model)
-            loaded = COMPONENT_CLASSES[name].from_pretrained(input_dir, subfolder=name)
+            loaded = type(target).from_pretrained(input_dir, subfolder=name)
             target.load_state_dict(loaded.state_dict())
         while models:
             models.pop()
@@ -617,9 +666,8 @@ def prepare_run(args, accelerator, components: dict, trained: dict, train_set) -
     if discriminator is not None:
         disc_optimizer = torch.optim.Adam(discriminator.parameters(), lr=args.discriminator_learning_rate, **adam)
         discriminator, disc_optimizer = accelerator.prepare(discriminator, disc_optimizer)
-    emas = {name: EMAModel(accelerator.unwrap_model(m).parameters(), decay=args.ema_decay,
-                           model_cls=COMPONENT_CLASSES[name], model_config=accelerator.unwrap_model(m).config)
-            for name, m in trained.items()} if args.use_ema else {}
+    emas = {name: ema_of(accelerator.unwrap_model(m), args.ema_decay) for name, m in trained.items()} \
+        if args.use_ema else {}
     for ema in emas.values():
         ema.to(accelerator.device)
     with_disc = trained if discriminator is None else dict(trained, discriminator=discriminator)
@@ -672,6 +720,7 @@ def after_step(run: TrainingRun, global_step: int, loss, terms: dict, history: d
 
 def train(args):
     accelerator = make_accelerator(args)
+    licence = run_licence(args)
     components = load_components(args)
     scale = components["encoder"].config.scale_factor
     if args.stage == "lq" and "decoder" in args.train_components and accelerator.num_processes > 1:
@@ -732,11 +781,11 @@ def train(args):
                 break
         if global_step >= max_steps:
             break
-    finish(run, names, degradation, val_pairs, history, global_step, step_times, start)
+    finish(run, names, degradation, val_pairs, history, global_step, step_times, start, licence)
 
 
 def finish(run: TrainingRun, names, degradation, val_pairs, history: dict, global_step: int, step_times: list,
-           start: float) -> None:
+           start: float, licence) -> None:
     """Final weights (EMA when used) in fp32, a last validation, the pipeline folder, its card and summary."""
     args, accelerator = run.args, run.accelerator
     accelerator.wait_for_everyone()
@@ -749,7 +798,8 @@ def finish(run: TrainingRun, names, degradation, val_pairs, history: dict, globa
             metrics = run_validation(pipeline, val_pairs, args, accelerator, global_step)
         pipeline.save_pretrained(args.output_dir)
         per_step = (time.perf_counter() - start) / max(1, len(step_times))
-        write_model_card(pipeline, args, names, degradation, metrics, history, global_step, per_step, accelerator)
+        write_model_card(pipeline, args, names, degradation, metrics, history, global_step, per_step, accelerator,
+                         licence)
         summary = {"steps": global_step, "seconds_per_step": per_step, "first": history["first"],
                    "last": history["last"], "validation": metrics}
         Path(args.output_dir, "training_summary.json").write_text(json.dumps(summary, indent=2))
@@ -807,7 +857,7 @@ def losses_summary(args, commitment_beta: float) -> str:
     return ", ".join(name if weight == 1 else f"{name} × {weight}" for name, weight in weighted if weight)
 
 
-def write_model_card(pipeline, args, names, degradation, metrics, history, steps, per_step, accelerator):
+def write_model_card(pipeline, args, names, degradation, metrics, history, steps, per_step, accelerator, licence):
     source = args.dataset_name or Path(args.train_data_dir).name
     training = {
         "stage": f"{args.stage} (trained: {'the decoder of ' if trains_decoder_only(args) else ''}{', '.join(names)})",
@@ -835,7 +885,8 @@ def write_model_card(pipeline, args, names, degradation, metrics, history, steps
                     + ("LQ | output | HQ." if args.stage == "lq" else "VQGAN reconstruction | HQ."),
         training=training, metrics=metrics, base_model=None if not args.pretrained_model_name_or_path else
         (args.pretrained_model_name_or_path if not os.path.isdir(args.pretrained_model_name_or_path) else None),
-        datasets=[args.dataset_name] if args.dataset_name else None, repo_id=args.hub_model_id, images=images)
+        datasets=[args.dataset_name] if args.dataset_name else None, repo_id=args.hub_model_id, images=images,
+        **licence.card_fields())
     card.save(Path(args.output_dir, "README.md"))
 
 

@@ -113,6 +113,28 @@ def test_folder_without_card_says_the_licence_is_unknown(tmp_path):
     assert read_licence(tmp_path) == "not stated in the folder's model card"
 
 
+def test_the_page_states_the_licence_of_the_loaded_models_card(converted_dir, tmp_path):
+    """A pipeline whose card (as train_iter.py writes it) says cc0-1.0, from scratch: the page says so too."""
+    from iter_diffusers import ITERPipeline
+    from iter_diffusers.app.texts import model_text
+    from iter_diffusers.model_card import trained_model_card, weights_licence
+
+    folder = tmp_path / "scratch"
+    shutil.copytree(converted_dir, folder)
+    card = trained_model_card(ITERPipeline.from_pretrained(folder), title="t", description="d", training={},
+                              metrics=None, **weights_licence(None, None, "cc0-1.0").card_fields())
+    card.save(folder / "README.md")
+    model = ModelStore(torch.device("cpu")).get(FOLDER, str(folder))
+    assert "**Licence of these weights:** CC0 1.0 (trained from scratch)." in model_text(model)
+
+
+def test_a_licence_nobody_chose_is_stated_as_such(tmp_path):
+    (tmp_path / "README.md").write_text("---\nlicense: other\nlicense_name: not-chosen\nweights_origin: derived\n"
+                                        "---\n", encoding="utf-8")
+    assert read_licence(tmp_path) == ("none chosen by whoever trained them (see the folder's model card) "
+                                      "(trained from another pipeline)")
+
+
 def test_bundled_model_is_loaded_with_its_licence(demo_model):
     assert demo_model.licence == "Apache-2.0"
     assert demo_model.pipe.upscale_factor == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -14,6 +15,80 @@ LICENCE_NOTE = (
     "The official ITER code and weights are released under **CC BY-NC-SA 4.0** with the S-Lab licence "
     "(non-commercial use only). Weights converted from them, or fine-tuned from them, inherit these terms."
 )
+
+#: The licence of the official ITER weights and of every weight converted or trained from them (share-alike).
+OFFICIAL_LICENSE = "cc-by-nc-sa-4.0"
+#: ``license_name`` of a card whose trainer chose no licence (``license: other``): the Hub has no id for "none chosen".
+UNCHOSEN_LICENSE_NAME = "not-chosen"
+#: ``weights_origin`` values of trained cards, as the web demo words them.
+WEIGHTS_ORIGINS = {
+    "official-derived": "derived from the official ITER weights",
+    "from-scratch": "trained from scratch",
+    "derived": "trained from another pipeline",
+}
+
+
+class LicenceConflict(ValueError):
+    """A licence asked for that the weights a run starts from do not allow."""
+
+
+@dataclass(frozen=True)
+class WeightsLicence:
+    """The licence of trained weights and why it applies: the card's ``license`` (``license_name``), its
+    ``weights_origin`` and the sentence its Licence section gives as the reason."""
+
+    license: str
+    origin: str
+    reason: str
+    license_name: str | None = None
+
+    def card_fields(self) -> dict:
+        """The :func:`trained_model_card` arguments that state this licence."""
+        terms = f"\n\n{LICENCE_NOTE}" if self.license == OFFICIAL_LICENSE else ""
+        text = f"**{self.license_name or self.license}** ({WEIGHTS_ORIGINS[self.origin]}). {self.reason}{terms}"
+        return {"license": self.license, "license_name": self.license_name, "weights_origin": self.origin,
+                "licence_text": text}
+
+
+def _chosen_or_unchosen(chosen: str | None, origin: str, reason: str) -> WeightsLicence:
+    if chosen:
+        return WeightsLicence(chosen, origin, f"{reason} The trainer chose this licence (`--license`).")
+    return WeightsLicence("other", origin, f"{reason} No licence was chosen (`--license`): ask the trainer.",
+                          UNCHOSEN_LICENSE_NAME)
+
+
+def weights_licence(start: str | None, start_card: dict | None, chosen: str | None) -> WeightsLicence:
+    """The licence of weights trained from ``start`` (None: from scratch), whose model card metadata is
+    ``start_card`` (None: it has no card), with ``chosen`` the licence asked for (``--license``) or None.
+
+    Weights of the official release, and any converted or trained from them, carry CC BY-NC-SA 4.0 and pass it on
+    (share-alike): asking for another licence raises :class:`LicenceConflict`. Other starts keep their licence
+    unless another is chosen; weights from scratch, or from a start whose licence is not stated, have the chosen
+    one, else ``other`` with ``license_name`` :data:`UNCHOSEN_LICENSE_NAME` (no licence is made up for them).
+    """
+    if start is None:
+        return _chosen_or_unchosen(chosen, "from-scratch", "Trained from random initialisation: no official ITER "
+                                   "weights went into it, so their terms do not apply.")
+    card = start_card or {}
+    if card.get("license") == OFFICIAL_LICENSE or card.get("weights_origin") == "official-derived" \
+            or card.get("source_files"):
+        if chosen not in (None, OFFICIAL_LICENSE):
+            raise LicenceConflict(
+                f"--license {chosen}: {start} holds the official ITER weights or weights derived from them "
+                f"({OFFICIAL_LICENSE}, share-alike), so weights trained from it keep {OFFICIAL_LICENSE}; drop "
+                "--license, or train from scratch (--model_config) for a licence of your choice")
+        return WeightsLicence(OFFICIAL_LICENSE, "official-derived", f"Trained from `{start}`, which holds the "
+                              "official ITER weights or weights derived from them: their terms pass on to these.")
+    if not card.get("license"):
+        return _chosen_or_unchosen(chosen, "derived", f"Trained from `{start}`, whose model card states no licence "
+                                   f"(if its weights derive from the official ITER weights, {OFFICIAL_LICENSE} "
+                                   "with the S-Lab terms applies instead).")
+    if chosen and chosen != card["license"]:
+        return WeightsLicence(chosen, "derived", f"Trained from `{start}` ({card['license']}); the trainer chose "
+                              f"this licence (`--license`), which must be one that {card['license']} allows.")
+    return WeightsLicence(card["license"], "derived", f"Trained from `{start}`, whose licence these weights keep.",
+                          card.get("license_name"))
+
 
 CITATION = """```bibtex
 @inproceedings{chen2024iter,
@@ -91,7 +166,7 @@ def converted_model_card(pipe, sources: dict[str, str], repo_id: str | None = No
     """
     scale = pipe.encoder.config.scale_factor
     official = release_url == OFFICIAL_RELEASE_URL
-    data = ModelCardData(license="cc-by-nc-sa-4.0", pipeline_tag="image-to-image", tags=TAGS, inference=False,
+    data = ModelCardData(license=OFFICIAL_LICENSE, pipeline_tag="image-to-image", tags=TAGS, inference=False,
                          source_files=[{"name": name, "sha256": digest} for name, digest in sources.items()])
     body = f"""---
 {data.to_yaml()}
@@ -136,6 +211,21 @@ suited to forensic or medical use. The release was trained on synthetic degradat
     return ModelCard(body)
 
 
+def card_metadata(source: str | Path, revision: str | None = None) -> dict | None:
+    """The YAML metadata of the model card (README.md) of a pipeline folder or Hub id; None where it has no card,
+    or the card cannot be fetched or parsed."""
+    import yaml
+    from huggingface_hub import hf_hub_download, metadata_load
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
+    try:
+        path = Path(source, "README.md") if Path(source).is_dir() else \
+            Path(hf_hub_download(str(source), "README.md", revision=revision))
+        return (metadata_load(path) or {}) if path.is_file() else None
+    except (OSError, ValueError, HfHubHTTPError, EntryNotFoundError, yaml.YAMLError):  # ValueError: not a Hub id
+        return None
+
+
 def recorded_source_files(folder: str | Path) -> dict[str, str]:
     """The ``source_files`` (file name -> SHA-256) of a converted folder's card; empty if there is none."""
     card_path = Path(folder) / "README.md"
@@ -157,22 +247,24 @@ def _eval_results(metrics: dict | None, datasets: list[str] | None) -> list[Eval
 
 
 def trained_model_card(pipe, *, title: str, description: str, training: dict, metrics: dict | None,
-                       base_model: str | None = None, datasets: list[str] | None = None,
-                       license: str = "cc-by-nc-sa-4.0", repo_id: str | None = None,
-                       images: list[str] | None = None, results_table: str | None = None,
-                       licence_text: str | None = None) -> ModelCard:
+                       license: str, base_model: str | None = None, datasets: list[str] | None = None,
+                       repo_id: str | None = None, images: list[str] | None = None,
+                       results_table: str | None = None, licence_text: str | None = None,
+                       license_name: str | None = None, weights_origin: str | None = None) -> ModelCard:
     """Card for a pipeline trained with ``examples/train_iter.py``. ``results_table`` (markdown) replaces the
     table of ``metrics``; ``licence_text`` replaces the default licence paragraph. ``metrics`` (validation name ->
-    value, e.g. ``{"val/psnr": 24.1}``) also go into the card's ``model-index``."""
+    value, e.g. ``{"val/psnr": 24.1}``) also go into the card's ``model-index``. ``license`` has no default: it
+    follows what the weights were made from (:func:`weights_licence` gives it, with the other licence fields)."""
     scale = pipe.encoder.config.scale_factor
-    data = ModelCardData(license=license, pipeline_tag="image-to-image", tags=TAGS + ["diffusers-training"],
-                         inference=False, base_model=base_model, datasets=datasets, model_name=title,
-                         eval_results=_eval_results(metrics, datasets) or None)
+    data = ModelCardData(license=license, license_name=license_name, pipeline_tag="image-to-image",
+                         tags=TAGS + ["diffusers-training"], inference=False, base_model=base_model,
+                         datasets=datasets, model_name=title, eval_results=_eval_results(metrics, datasets) or None,
+                         weights_origin=weights_origin)
     info = "\n".join(f"- {k}: {v}" for k, v in training.items())
     results = "\n".join(f"| {k} | {v} |" for k, v in (metrics or {}).items())
     results = f"| metric | value |\n|---|---|\n{results}" if results else "No validation metrics were recorded."
     if licence_text is None:
-        licence_text = f"{license}. {LICENCE_NOTE if license == 'cc-by-nc-sa-4.0' else ''}"
+        licence_text = f"{license}. {LICENCE_NOTE if license == OFFICIAL_LICENSE else ''}"
     gallery = "\n".join(f"![{name}](./{name})" for name in images or [])
     body = f"""---
 {data.to_yaml()}

@@ -10,6 +10,7 @@ import torch
 from huggingface_hub import metadata_load
 
 from ..cli.upscale import DEFAULT_MODEL
+from ..model_card import UNCHOSEN_LICENSE_NAME, WEIGHTS_ORIGINS
 from ..official import OfficialWeightsError, official_pipeline_path
 from ..pipelines import ITERPipeline
 from ..pipelines.acceleration import optimize_pipeline
@@ -28,7 +29,10 @@ MODEL_CHOICES = (BUNDLED, *OFFICIAL, FOLDER)
 LICENCES = {
     "apache-2.0": "Apache-2.0",
     "cc-by-nc-sa-4.0": "CC BY-NC-SA 4.0 with the S-Lab licence: **non-commercial use only**",
+    "cc0-1.0": "CC0 1.0",
 }
+#: ``license: other`` with this ``license_name``: the trainer chose none (``train_iter.py`` without ``--license``).
+UNCHOSEN = "none chosen by whoever trained them (see the folder's model card)"
 NO_CARD = ("not stated (the folder has no model card); weights converted from the official ITER release are "
            "CC BY-NC-SA 4.0 with the S-Lab licence, non-commercial use only")
 
@@ -73,17 +77,24 @@ def resolve_source(choice: str, folder: str | None) -> Path:
 
 
 def read_licence(folder: Path) -> str:
-    """The licence of the weights in ``folder``, from the ``license`` field of its model card (README.md)."""
+    """The licence of the weights in ``folder``, from the metadata of its model card (README.md): ``license``
+    (``license_name`` for ``other``), and what the weights were made from (``weights_origin``) where it says."""
     card = folder / "README.md"
     if not card.is_file():
         return NO_CARD
     try:
-        licence = (metadata_load(card) or {}).get("license")
+        metadata = metadata_load(card) or {}
     except Exception:  # malformed YAML front matter
-        licence = None
+        metadata = {}
+    licence, name = str(metadata.get("license") or "").lower(), metadata.get("license_name")
     if not licence:
         return "not stated in the folder's model card"
-    return LICENCES.get(str(licence).lower(), str(licence))
+    if licence == "other" and name:
+        text = UNCHOSEN if name == UNCHOSEN_LICENSE_NAME else str(name)
+    else:
+        text = LICENCES.get(licence, str(metadata["license"]))
+    origin = WEIGHTS_ORIGINS.get(str(metadata.get("weights_origin")))
+    return f"{text} ({origin})" if origin else text
 
 
 def default_device() -> torch.device:
