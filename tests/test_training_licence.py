@@ -60,3 +60,12 @@ def test_weights_licence_cases(start, card, chosen, expected):
 def test_official_derived_weights_refuse_another_licence():
     with pytest.raises(LicenceConflict, match="share-alike"):
         weights_licence("p", {"license": OFFICIAL_LICENSE}, "cc0-1.0")
+
+
+def test_a_card_given_no_licence_states_none(pipe, tmp_path):
+    from iter_diffusers.model_card import trained_model_card
+
+    trained_model_card(pipe, title="t", description="d", training={}, metrics=None).save(tmp_path / "README.md")
+    metadata, licence = _card(tmp_path)
+    assert (metadata["license"], metadata["license_name"]) == ("other", UNCHOSEN_LICENSE_NAME)
+    assert "No licence was stated" in licence and INHERIT not in licence

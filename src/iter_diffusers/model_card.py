@@ -247,15 +247,19 @@ def _eval_results(metrics: dict | None, datasets: list[str] | None) -> list[Eval
 
 
 def trained_model_card(pipe, *, title: str, description: str, training: dict, metrics: dict | None,
-                       license: str, base_model: str | None = None, datasets: list[str] | None = None,
+                       license: str | None = None, base_model: str | None = None, datasets: list[str] | None = None,
                        repo_id: str | None = None, images: list[str] | None = None,
                        results_table: str | None = None, licence_text: str | None = None,
                        license_name: str | None = None, weights_origin: str | None = None) -> ModelCard:
     """Card for a pipeline trained with ``examples/train_iter.py``. ``results_table`` (markdown) replaces the
     table of ``metrics``; ``licence_text`` replaces the default licence paragraph. ``metrics`` (validation name ->
-    value, e.g. ``{"val/psnr": 24.1}``) also go into the card's ``model-index``. ``license`` has no default: it
-    follows what the weights were made from (:func:`weights_licence` gives it, with the other licence fields)."""
+    value, e.g. ``{"val/psnr": 24.1}``) also go into the card's ``model-index``. ``license`` follows what the
+    weights were made from (:func:`weights_licence` gives it, with the other licence fields); without it the card
+    states none (``other``, :data:`UNCHOSEN_LICENSE_NAME`) rather than guess one."""
     scale = pipe.encoder.config.scale_factor
+    if license is None:
+        license, license_name = "other", UNCHOSEN_LICENSE_NAME
+        licence_text = licence_text or "No licence was stated for these weights: ask whoever trained them."
     data = ModelCardData(license=license, license_name=license_name, pipeline_tag="image-to-image",
                          tags=TAGS + ["diffusers-training"], inference=False, base_model=base_model,
                          datasets=datasets, model_name=title, eval_results=_eval_results(metrics, datasets) or None,
