@@ -30,7 +30,7 @@ def read_upload(path: str | Path | None, max_pixels: int = MAX_INPUT_PIXELS) -> 
         raise UploadError(
             f"{path.name} is {width}×{height} pixels ({width * height / 1e6:.1f} MP); this demo takes images of "
             f"up to {max_pixels / 1e6:g} MP (e.g. {_side(max_pixels)}×{_side(max_pixels)}). Crop or downscale it, "
-            "or use the iter-sr command, which has no limit."
+            "or use the iter-sr command (its --max_pixels lifts its own limit)."
         )
     try:
         return load_image(path)

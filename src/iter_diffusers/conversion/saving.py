@@ -3,7 +3,6 @@ pipeline folder's own files."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,18 +23,6 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-@contextmanager
-def _quiet_diffusers():
-    from diffusers.utils import logging
-
-    previous = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(previous)
 
 
 def check_replaceable(output_dir: Path, overwrite: bool) -> None:
@@ -97,9 +84,8 @@ def convert_and_save(
         pipe.save_pretrained(staging, safe_serialization=True)
         if dtype in VARIANTS:
             variant, torch_dtype = VARIANTS[dtype]
-            with _quiet_diffusers():  # diffusers 0.42 warns about an empty keep-in-fp32 list on every .to()
-                pipe.to(dtype=torch_dtype).save_pretrained(staging, safe_serialization=True, variant=variant)
-                pipe.to(dtype=torch.float32)
+            pipe.to(dtype=torch_dtype).save_pretrained(staging, safe_serialization=True, variant=variant)
+            pipe.to(dtype=torch.float32)
         converted_model_card(pipe, sources, hub_model_id, release_url).save(staging / "README.md")
         staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
         if output_dir.exists():

@@ -125,9 +125,7 @@ def optimize_pipeline(pipe, dtype: str | torch.dtype = "auto", compile: bool = F
             warnings.warn(message, stacklevel=2)
         mode = InferenceMode(dtype, False, "asked for")
     for name in ("vqvae", *_TOKEN_NETWORKS):
-        # nn.Module.to: diffusers' ModelMixin.to warns about fp32-only modules on every dtype cast, even when
-        # there are none (it tests ``[] is not None``)
-        nn.Module.to(getattr(pipe, name), dtype=mode.dtype)
+        getattr(pipe, name).to(dtype=mode.dtype)  # diffusers' empty keep-in-fp32 warning: filtered in __init__
     if mode.quantize_linear:
         quantize_token_networks(pipe)
     if compile:
