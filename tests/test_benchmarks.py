@@ -25,6 +25,7 @@ def test_bench_modes_prints_every_section():
 def test_bench_default_path_runs_each_method_in_its_own_process():
     out = _run("benchmarks/bench_default_path.py", "--size", "32x24", "--skip", "realesrgan")
     assert "bicubic" in out and "iter " in out and "iter / bicubic:" in out and "peak RSS" in out
+    assert "iter start-up:" in out  # process start to the pipeline loaded, reported on its own line
 
 
 def test_gpu_check_dry_run_on_the_cpu():
