@@ -285,13 +285,17 @@ def run_licence(args):
         raise SystemExit(f"error: {error}") from None
 
 
-def load_components(args) -> dict:
-    """Every pipeline component: from the starting pipeline when given, else built from --model_config."""
-    configs = model_configs(args)
-    if "vqvae" in configs and (args.stage == "lq" or args.vqgan_decoder_only):
+def refuse_a_random_vqgan(args) -> None:
+    """The lq stage and --vqgan_decoder_only keep the starting pipeline's VQGAN: a new one would be random."""
+    if "vqvae" in model_configs(args) and (args.stage == "lq" or args.vqgan_decoder_only):
         needs = "--stage lq" if args.stage == "lq" else "--vqgan_decoder_only"
         raise SystemExit(f"error: --model_config must not define a new 'vqvae': {needs} needs the trained VQGAN of "
                          "--pretrained_model_name_or_path (a new one would be random); leave 'vqvae' out of it")
+
+
+def load_components(args) -> dict:
+    """Every pipeline component: from the starting pipeline when given, else built from --model_config."""
+    configs = model_configs(args)
     components = {}
     for name, cls in COMPONENT_CLASSES.items():
         if name == "discriminator":
@@ -719,8 +723,9 @@ def after_step(run: TrainingRun, global_step: int, loss, terms: dict, history: d
 
 
 def train(args):
-    accelerator = make_accelerator(args)
+    refuse_a_random_vqgan(args)  # these two refuse a run before it writes anything
     licence = run_licence(args)
+    accelerator = make_accelerator(args)
     components = load_components(args)
     scale = components["encoder"].config.scale_factor
     if args.stage == "lq" and "decoder" in args.train_components and accelerator.num_processes > 1:
