@@ -48,6 +48,9 @@ def test_a_run_from_official_derived_weights_keeps_their_licence(converted_dir, 
     ("p", None, None, ("other", "derived", UNCHOSEN_LICENSE_NAME)),  # no card: no licence is made up
     ("p", {"license": "apache-2.0"}, None, ("apache-2.0", "derived", None)),
     ("p", {"license": "apache-2.0"}, "mit", ("mit", "derived", None)),
+    ("p", {"license": "other", "license_name": UNCHOSEN_LICENSE_NAME}, "cc0-1.0", ("cc0-1.0", "derived", None)),
+    ("p", {"license": "other", "license_name": UNCHOSEN_LICENSE_NAME}, None, ("other", "derived",
+                                                                                UNCHOSEN_LICENSE_NAME)),
     ("p", {"source_files": [{"name": "a.pth", "sha256": "0"}]}, None, (OFFICIAL_LICENSE, "official-derived", None)),
     ("p", {"license": OFFICIAL_LICENSE}, OFFICIAL_LICENSE, (OFFICIAL_LICENSE, "official-derived", None)),
 ])

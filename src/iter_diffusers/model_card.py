@@ -83,6 +83,8 @@ def weights_licence(start: str | None, start_card: dict | None, chosen: str | No
         return _chosen_or_unchosen(chosen, "derived", f"Trained from `{start}`, whose model card states no licence "
                                    f"(if its weights derive from the official ITER weights, {OFFICIAL_LICENSE} "
                                    "with the S-Lab terms applies instead).")
+    if card.get("license_name") == UNCHOSEN_LICENSE_NAME:  # e.g. a stage trained from scratch without --license
+        return _chosen_or_unchosen(chosen, "derived", f"Trained from `{start}`, for which no licence was chosen.")
     if chosen and chosen != card["license"]:
         return WeightsLicence(chosen, "derived", f"Trained from `{start}` ({card['license']}); the trainer chose "
                               f"this licence (`--license`), which must be one that {card['license']} allows.")
