@@ -45,7 +45,8 @@ class WeightsLicence:
     def card_fields(self) -> dict:
         """The :func:`trained_model_card` arguments that state this licence."""
         terms = f"\n\n{LICENCE_NOTE}" if self.license == OFFICIAL_LICENSE else ""
-        text = f"**{self.license_name or self.license}** ({WEIGHTS_ORIGINS[self.origin]}). {self.reason}{terms}"
+        name = "No licence chosen" if self.license_name == UNCHOSEN_LICENSE_NAME else self.license_name or self.license
+        text = f"**{name}** ({WEIGHTS_ORIGINS[self.origin]}). {self.reason}{terms}"
         return {"license": self.license, "license_name": self.license_name, "weights_origin": self.origin,
                 "licence_text": text}
 
@@ -53,8 +54,8 @@ class WeightsLicence:
 def _chosen_or_unchosen(chosen: str | None, origin: str, reason: str) -> WeightsLicence:
     if chosen:
         return WeightsLicence(chosen, origin, f"{reason} The trainer chose this licence (`--license`).")
-    return WeightsLicence("other", origin, f"{reason} No licence was chosen (`--license`): ask the trainer.",
-                          UNCHOSEN_LICENSE_NAME)
+    return WeightsLicence("other", origin, f"{reason} No licence was chosen for these weights (`--license`): ask "
+                          "whoever trained them.", UNCHOSEN_LICENSE_NAME)
 
 
 def weights_licence(start: str | None, start_card: dict | None, chosen: str | None) -> WeightsLicence:
@@ -84,7 +85,7 @@ def weights_licence(start: str | None, start_card: dict | None, chosen: str | No
                                    f"(if its weights derive from the official ITER weights, {OFFICIAL_LICENSE} "
                                    "with the S-Lab terms applies instead).")
     if card.get("license_name") == UNCHOSEN_LICENSE_NAME:  # e.g. a stage trained from scratch without --license
-        return _chosen_or_unchosen(chosen, "derived", f"Trained from `{start}`, for which no licence was chosen.")
+        return _chosen_or_unchosen(chosen, "derived", f"Trained from `{start}`, which has no chosen licence.")
     if chosen and chosen != card["license"]:
         return WeightsLicence(chosen, "derived", f"Trained from `{start}` ({card['license']}); the trainer chose "
                               f"this licence (`--license`), which must be one that {card['license']} allows.")
