@@ -90,6 +90,8 @@ def _check_plain_load(python, folder: Path, tmp_path: Path):
 def test_converted_folder_loads_with_plain_diffusers(plain_python, converted_dir, tmp_path):
     """scripts/convert_weights.py and the official-weights cache write through convert_and_save."""
     _check_plain_load(plain_python, converted_dir, tmp_path)
+    card = (converted_dir / "README.md").read_text()  # the card shows the plain-diffusers snippet
+    assert 'DiffusionPipeline.from_pretrained("PATH_TO_THIS_FOLDER", trust_remote_code=True)' in card
 
 
 def test_saved_and_resaved_folders_load_with_plain_diffusers(plain_python, pipe, tmp_path):
@@ -121,6 +123,7 @@ def test_training_output_loads_with_plain_diffusers(plain_python, converted_dir,
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     _check_plain_load(plain_python, out, tmp_path)
+    assert "trust_remote_code=True" in (out / "README.md").read_text()
 
 
 def test_pushes_carry_the_code(converted_dir):

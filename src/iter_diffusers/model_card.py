@@ -104,19 +104,22 @@ CITATION = """```bibtex
 
 
 def usage_snippet(repo_or_path: str, scale: int) -> str:
-    return f"""```python
+    """How to run the folder: with plain diffusers (the folder carries its code) or with the installed package."""
+    return f"""With plain diffusers (this folder carries its code; `trust_remote_code=True` lets diffusers run it):
+
+```python
 import torch
 from PIL import Image
-from iter_diffusers import ITERPipeline  # import first: diffusers cannot find the ITER classes by itself
+from diffusers import DiffusionPipeline
 
-pipe = ITERPipeline.from_pretrained("{repo_or_path}")
+pipe = DiffusionPipeline.from_pretrained("{repo_or_path}", trust_remote_code=True)
 lq = Image.open("photo.png")
 sr = pipe(lq, generator=torch.Generator().manual_seed(123)).images[0]   # x{scale}
 sr.save("photo_x{scale}.png")
 ```
 
-`DiffusionPipeline.from_pretrained(...)` (and the Hub's automatic snippet) does not work for this pipeline:
-install `iter-diffusers` and use `ITERPipeline` as above."""
+With `pip install iter-diffusers`, `ITERPipeline.from_pretrained("{repo_or_path}")` loads it with the package's own
+classes and runs no code from the folder; the call is the same."""
 
 
 def _config_summary(pipe) -> str:
