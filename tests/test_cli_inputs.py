@@ -4,6 +4,7 @@ given as --model, a path that does not exist, an empty image file, a decompressi
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import warnings
 
@@ -16,6 +17,7 @@ from iter_diffusers.cli.upscale import MODEL_CHOICES, main
 def _run(argv) -> tuple[int, list[str], str]:
     """main(argv) in-process: the exit status, the error lines and all of stderr; any Python warning fails."""
     err = io.StringIO()
+    gc.collect()  # objects left by earlier tests (an event loop, say) warn when collected: not during this run
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err), \
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from iter_diffusers import (ITERDistortionRemovalEncoder, ITERPipeline, ITERRefinementTransformer, ITERTokenEvaluator,
                             ITERUpsamplingEncoder, ITERVQModel, MaskedTokenScheduler)
+from iter_diffusers.pipelines.hub_code import HUB_MODELS_MODULE
 from iter_diffusers.training.objectives import lq_stage_losses, vqgan_losses
 
 ROOT = Path(__file__).parents[1]
@@ -82,7 +83,7 @@ def test_encoder_from_vqgan_trains_saves_and_resumes_as_an_upsampling_encoder(co
     launch("--stage", "lq", *common(converted_dir, photos, first, 2), "--encoder_from_vqgan",
            "--encoder_embedding_weight", 1)
     index = json.loads((first / "model_index.json").read_text())
-    assert index["encoder"] == ["iter_diffusers.models.upsampling_encoder", "ITERUpsamplingEncoder"]
+    assert index["encoder"] == [HUB_MODELS_MODULE, "ITERUpsamplingEncoder"]  # the code the folder carries
     start = ITERUpsamplingEncoder.from_vqgan(ITERVQModel.from_pretrained(converted_dir, subfolder="vqvae"), 4)
     trained = _weights(first, "encoder")
     assert trained.keys() == start.state_dict().keys()
