@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -472,7 +473,10 @@ def register_checkpoint_hooks(accelerator, trained: dict, emas: dict):
 
     def load_hook(models, input_dir):
         for name, ema in emas.items():
-            loaded = EMAModel.from_pretrained(os.path.join(input_dir, f"{name}_ema"), model_cls=ema.model_cls)
+            with warnings.catch_warnings():  # diffusers' own EMAModel.from_pretrained uses its deprecated call
+                warnings.filterwarnings("ignore", "It is deprecated to pass a pretrained model name or path",
+                                        FutureWarning)
+                loaded = EMAModel.from_pretrained(os.path.join(input_dir, f"{name}_ema"), model_cls=ema.model_cls)
             ema.load_state_dict(loaded.state_dict())
             ema.to(accelerator.device)
         for name, model in trained.items():
