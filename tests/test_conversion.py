@@ -123,7 +123,8 @@ def test_cli_converts_and_the_folder_loads(official_dir, tmp_path):
     assert result.returncode == 0, result.stderr
     card = (out / "README.md").read_text()
     assert "pipeline_tag: image-to-image" in card and "cc-by-nc-sa-4.0" in card and "S-Lab" in card
-    assert "from iter_diffusers import ITERPipeline" in card
+    assert "DiffusionPipeline.from_pretrained(" in card and "trust_remote_code=True" in card  # plain diffusers
+    assert "ITERPipeline.from_pretrained(" in card  # and the package
     assert (out / "refiner" / "diffusion_pytorch_model.bf16.safetensors").is_file()
     pipe = ITERPipeline.from_pretrained(out, variant="bf16", dtype=torch.bfloat16)
     assert pipe.refiner.dtype == torch.bfloat16
