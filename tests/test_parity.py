@@ -30,7 +30,7 @@ def test_intermediates_match_official(pipe, parity, case):
     expected = parity[case]
     x = expected["input"]
     h, w = x.shape[2:]
-    multiple = pipe.encoder.pad_multiple
+    multiple = pipe.pad_multiple
     padded = mirror_pad(x, (h // multiple + 1) * multiple, (w // multiple + 1) * multiple)
     assert torch.equal(padded, expected["padded_input"])
 

@@ -135,7 +135,7 @@ def test_output_types_agree(pipe):
     assert pil[0].size == (10 * S, 13 * S) and pil[0].mode == "RGB"
     np.testing.assert_array_equal(np.asarray(pil[0]), (np_out[0] * 255).round().astype(np.uint8))
     # "latent": the final token ids of the padded input, (B, h, w) int64
-    multiple, per_token = pipe.encoder.pad_multiple, pipe.encoder.pixels_per_token
+    multiple, per_token = pipe.pad_multiple, pipe.encoder.pixels_per_token
     grid = ((13 // multiple + 1) * multiple // per_token, (10 // multiple + 1) * multiple // per_token)
     assert latent.dtype == torch.int64 and latent.shape == (1, *grid)
     assert 0 <= latent.min() and latent.max() < pipe.vqvae.config.num_vq_embeddings
@@ -322,7 +322,7 @@ def test_call_checks_take_keywords_only():
 
 def test_latents_replace_the_encoder_tokens(pipe):
     x = image()
-    multiple = pipe.encoder.pad_multiple
+    multiple = pipe.pad_multiple
     from iter_diffusers.pipelines.image_io import mirror_pad
 
     with torch.no_grad():
@@ -665,26 +665,42 @@ def test_auto_tiling(pipe, monkeypatch):
     assert pipe.auto_tile_shape(20, 20, 4) is None  # fits: not tiled
 
 
-@pytest.mark.parametrize("available", [600 * 2**20, 64 * 2**30, None])
-def test_the_tiling_plan_and_the_image_do_not_depend_on_the_machine(pipe, monkeypatch, caplog, available):
+@pytest.mark.parametrize("situation", ["short", "plenty", "unknown"])
+def test_the_tiling_plan_and_the_image_do_not_depend_on_the_machine(pipe, monkeypatch, caplog, situation):
     """The same call gives the same image whatever memory the machine has free (it used to tile by free memory)
-    and whatever the dtype; where the memory is short it says so, naming a tile_size, and changes nothing."""
+    and whatever the dtype; where the memory is short it says so, naming a tile_size that fits, and changes
+    nothing; where it is plenty or unknown it says nothing."""
     per_pixel = pipe.activation_bytes_per_pixel()
     monkeypatch.setattr(tiling, "AUTO_TILE_BUDGET", 40 * 40 * per_pixel)  # 24×20 runs whole, 60×70 tiles
     x, big = image(24, 20), image(60, 70, seed=1)
     reference = run(pipe, x, steps=2), run(pipe, big, steps=2, tile_padding=4)
     plan = pipe.auto_tile_shape(60, 70, 4)
     assert plan is not None and pipe.auto_tile_shape(24, 20, 4) is None
-    monkeypatch.setattr(tiling, "available_memory", lambda device: available if available is None
-                        else min(available, 20 * 20 * per_pixel))  # "short": below one run's estimate
+    available = {"short": 600 * per_pixel, "plenty": 64 * 2**30, "unknown": None}[situation]  # 600: below any run
+    monkeypatch.setattr(tiling, "available_memory", lambda device: available)
     with caplog.at_level("WARNING"):
         again = run(pipe, x, steps=2), run(pipe, big, steps=2, tile_padding=4)
     assert pipe.auto_tile_shape(60, 70, 4) == plan
     assert all(torch.equal(a, b) for a, b in zip(reference, again))
     warned = [r.getMessage() for r in caplog.records if "may run out of memory" in r.getMessage()]
-    assert (len(warned) == 2 and all("tile_size=" in w for w in warned)) if available else not warned
+    if situation != "short":
+        assert not warned
+    else:
+        assert len(warned) == 2
+        for message, padding in zip(warned, (16, 4)):
+            side = int(message.split("tile_size=")[1].split(" ")[0])
+            assert math.prod(pipe.padded_size(side + 2 * padding, side + 2 * padding)) * per_pixel <= available \
+                or side == pipe.pad_multiple  # the smallest tile, when none fits
     pipe.to(dtype=torch.bfloat16)
     assert pipe.auto_tile_shape(60, 70, 4) == plan  # the plan is taken at fp32, whatever the dtype
+
+
+def test_the_suggested_tile_is_the_largest_that_fits(pipe):
+    for max_pixels in (600, 2000, 10_000, 100_000):
+        side = pipe.fitting_tile_size(max_pixels, 4)
+        fits = lambda s: math.prod(pipe.padded_size(s + 8, s + 8)) <= max_pixels  # noqa: E731
+        assert side % pipe.pad_multiple == 0 and (fits(side) or side == pipe.pad_multiple)
+        assert not fits(side + pipe.pad_multiple)
 
 
 def test_available_memory_takes_memavailable_and_the_cgroup_limit(monkeypatch):

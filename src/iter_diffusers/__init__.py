@@ -1,8 +1,9 @@
 """iter-diffusers: ITER real-world super-resolution (Chen et al., AAAI 2024) for Hugging Face diffusers.
 
-``from iter_diffusers import ITERPipeline`` before ``ITERPipeline.from_pretrained``. The module paths of the
-components (e.g. ``iter_diffusers.models.vqgan.ITERVQModel``) are recorded in ``model_index.json`` and are part of
-the saved format; do not move them.
+``ITERPipeline.from_pretrained(folder)`` loads a pipeline folder with this package's classes. Folders saved now name
+the code files they carry (``iter_diffusers_models`` ...; see :mod:`.pipelines.hub_code`); folders saved before name
+the package's module paths (e.g. ``iter_diffusers.models.vqgan.ITERVQModel``), so those paths are part of the saved
+format too: do not move them.
 
 ``DEMO_MODEL_PATH`` is the folder of the bundled demo model; ``load_official_pipeline("official-x4")`` downloads,
 converts and caches the official weights.
@@ -14,7 +15,6 @@ The public names are imported on first use (PEP 562), so that ``import iter_diff
 from __future__ import annotations
 
 import importlib
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,17 +52,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
     from .official import load_official_pipeline
     from .pipelines import ITERPipeline, ITERPipelineOutput
     from .schedulers import MaskedTokenScheduler, MaskedTokenSchedulerOutput
-
-
-def _not_the_empty_fp32_warning(record: logging.LogRecord) -> bool:
-    # diffusers' ModelMixin.to warns "There are modules in X that should be kept in float32: []" at every dtype
-    # cast, also when there are none: it tests `(self._keep_in_fp32_modules or []) is not None`, always true, so no
-    # class attribute can silence it (seen with diffusers 0.42). Only the empty-list case is dropped.
-    return "that should be kept in float32: []." not in record.getMessage()
-
-
-# The logger of diffusers.models.modeling_utils; registering the filter by name does not import diffusers.
-logging.getLogger("diffusers.models.modeling_utils").addFilter(_not_the_empty_fp32_warning)
 
 
 def __getattr__(name: str):

@@ -19,7 +19,7 @@ PACKAGE_ROOT = Path(__file__).parent
 
 #: Each flat module and the package sources it is made of, in dependency order.
 HUB_MODULE_SOURCES = {
-    HUB_MODELS_MODULE: ["models/outputs.py", "models/blocks.py", "models/swin.py", "models/vqgan.py",
+    HUB_MODELS_MODULE: ["models/quiet_casts.py", "models/outputs.py", "models/blocks.py", "models/swin.py", "models/vqgan.py",
                         "models/lq_encoder.py", "models/upsampling_encoder.py", "models/token_networks.py"],
     HUB_SCHEDULER_MODULE: ["schedulers/scheduling_masked_token.py"],
     HUB_PIPELINE_MODULE: ["utils/image_files.py", "pipelines/options.py", "pipelines/color_fix.py", "pipelines/image_io.py",

@@ -1,5 +1,7 @@
 """ITER networks as diffusers models."""
 
+from . import quiet_casts  # noqa: F401  (drops diffusers' empty keep-in-fp32 warning at every cast)
+
 from .discriminator import UNetDiscriminatorSN
 from .lq_encoder import ITERDistortionRemovalEncoder
 from .outputs import ITERLatentLogitsOutput, ITERLogitsOutput

@@ -39,7 +39,8 @@ class TokenGridMixin:
 
     @property
     def pad_multiple(self) -> int:
-        """LQ sides must be multiples of this: one Swin window of tokens (x4: 16 px, x2: 32 px)."""
+        """E_l's own requirement: LQ sides must be multiples of this, one Swin window of tokens (x4: 16 px, x2:
+        32 px). The pipeline pads to a multiple of it that every network accepts (``ITERPipeline.pad_multiple``)."""
         return self.pixels_per_token * self.config.swin_window_size
 
 

@@ -28,8 +28,3 @@ def spawn_generators(generator: torch.Generator | None, count: int) -> list:
         return [None] * count
     seeds = torch.randint(0, 2**63 - 1, (count,), generator=generator, device=generator.device).tolist()
     return [torch.Generator(device=generator.device).manual_seed(seed) for seed in seeds]
-
-
-def select(generators: list, which: torch.Tensor) -> list:
-    """The generators of the images flagged in the boolean (B,) CPU tensor ``which``."""
-    return [generators[b] for b in which.nonzero().flatten().tolist()]

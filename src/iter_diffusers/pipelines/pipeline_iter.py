@@ -189,21 +189,28 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
             return min(side, height), min(side, width)
         return shape
 
-    def warn_if_memory_short(self, run_pixels: int, tile_padding: int) -> None:
+    def warn_if_memory_short(self, run_pixels: int, tile_padding: int, tile_batch_size: int = 1) -> None:
         """Say before a run whose largest step (``run_pixels`` padded LQ pixels at once) will not fit the memory
         that is available now, and which ``tile_size`` would; the plan itself is never changed by it."""
-        itemsize_dtype = self.vqvae.dtype if self.vqvae.dtype.is_floating_point else torch.float32
-        per_pixel = self.activation_bytes_per_pixel(itemsize_dtype)
+        per_pixel = self.activation_bytes_per_pixel(self.vqvae.dtype)
         available = tiling.available_memory(self._execution_device)
         if available is None or run_pixels * per_pixel <= available:
             return
-        side = math.isqrt(max(available // per_pixel, 1)) - 2 * tile_padding
-        side = max(side // self.pad_multiple * self.pad_multiple, self.pad_multiple)
+        side = self.fitting_tile_size(available // (per_pixel * tile_batch_size), tile_padding)
         logger.warning(
             f"this run needs about {run_pixels * per_pixel / 2**30:.1f} GiB for its activations but "
             f"{available / 2**30:.1f} GiB is available on {self._execution_device}: it may run out of memory. "
             f"Pass tile_size={side} (iter-sr --tile {side}) to fit; the result then changes, as tiling does"
         )
+
+    def fitting_tile_size(self, max_pixels: int, tile_padding: int) -> int:
+        """The largest square tile side (a multiple of :attr:`pad_multiple`) whose padded run with its context
+        holds at most ``max_pixels`` LQ pixels; the smallest tile when none does."""
+        side = self.pad_multiple
+        while math.prod(self.padded_size(side + self.pad_multiple + 2 * tile_padding,
+                                         side + self.pad_multiple + 2 * tile_padding)) <= max_pixels:
+            side += self.pad_multiple
+        return side
 
     @property
     def token_window(self) -> int:
@@ -450,7 +457,7 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
                                      output_type)
         groups = _group_runs(images, tile_for)
         self.warn_if_memory_short(self._largest_run(images, groups, tile_for, tile_padding, tile_batch_size),
-                                  tile_padding)
+                                  tile_padding, tile_batch_size)
         if latents is not None:
             if len(groups) != 1:
                 raise ValueError("latents can only be given for a batch of same-size images")

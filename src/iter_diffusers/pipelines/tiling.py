@@ -22,11 +22,12 @@ AUTO_TILE_BUDGET = 1 << 30
 
 
 def available_memory(device: torch.device) -> int | None:
-    """Bytes a run can still take on ``device``: CUDA's free memory; on the host, /proc/meminfo's MemAvailable
+    """Bytes a run can still take on ``device``: CUDA's free memory (with torch's unused reserve); on the host, /proc/meminfo's MemAvailable
     capped by the process's cgroup limit (v2 ``memory.max`` or v1 ``memory.limit_in_bytes``, minus its usage).
     None where neither can be read. Used to warn before a run, never to choose its tiles."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+    if device.type == "cuda":  # free, plus what torch's allocator holds reserved but unused
+        return torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(
+            device)
     if device.type != "cpu":
         return None
     values = [v for v in (_meminfo_available(), _cgroup_headroom()) if v is not None]
