@@ -24,7 +24,7 @@ setup(
     packages=find_packages("src"),
     include_package_data=True,
     package_data={"iter_diffusers": ["data/*.npz", "data/*.md", "pretrained/*/*.json", "pretrained/*/*.md",
-                                     "pretrained/*/*.png", "pretrained/*/*/*"]},
+                                     "pretrained/*/*.png", "pretrained/*/*.py", "pretrained/*/*/*"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",

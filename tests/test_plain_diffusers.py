@@ -128,6 +128,26 @@ def test_training_output_loads_with_plain_diffusers(plain_python, converted_dir,
     assert "trust_remote_code=True" in (out / "README.md").read_text()
 
 
+def test_the_bundled_model_loads_with_plain_diffusers(plain_python, tmp_path):
+    """The bundled model (the upsampling E_l design) carries its code too."""
+    from iter_diffusers import DEMO_MODEL_PATH
+
+    _check_plain_load(plain_python, DEMO_MODEL_PATH, tmp_path)
+
+
+def test_the_bundled_model_carries_the_current_code():
+    from iter_diffusers import DEMO_MODEL_PATH
+    from iter_diffusers.hub_code_builder import build_hub_code
+
+    stale = [name for name, text in build_hub_code().items()
+             if (DEMO_MODEL_PATH / name).read_text(encoding="utf-8") != text]
+    assert not stale, (f"{stale} in the bundled model are not this package's code: run "
+                       "python scripts/refresh_folder_code.py src/iter_diffusers/pretrained/iter-demo-x4")
+    for component in ("vqvae", "encoder", "evaluator", "refiner", "scheduler"):
+        (code,) = (DEMO_MODEL_PATH / component).glob("iter_diffusers_*.py")
+        assert code.read_text(encoding="utf-8") == (DEMO_MODEL_PATH / code.name).read_text(encoding="utf-8")
+
+
 def test_pushes_carry_the_code(converted_dir):
     from iter_diffusers.conversion import pipeline_files
 
