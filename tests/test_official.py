@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import socket
 import subprocess
@@ -147,6 +148,20 @@ def test_a_release_file_that_changed_in_the_cache_is_converted_again(server, off
     assert recorded_source_files(folder)[X4] == _sha((cache_dir() / "release" / X4).read_bytes())
     refiner = ITERPipeline.from_pretrained(folder).refiner
     assert torch.equal(refiner.conv_out.bias, state[key])
+
+
+def test_a_cache_entry_of_the_earlier_layout_is_converted_again(server):
+    """A folder cached before folders carried their code (package entries, no code files) is converted again, so
+    that plain diffusers can load it as well."""
+    folder = official_pipeline_path("official-x4", progress=False)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["_class_name"] = "ITERPipeline"
+    (folder / "model_index.json").write_text(json.dumps(index))
+    for code in folder.rglob("iter_diffusers_*.py"):
+        code.unlink()
+    assert official_pipeline_path("official-x4", progress=False) == folder
+    assert json.loads((folder / "model_index.json").read_text())["_class_name"][0] == "iter_diffusers_pipeline"
+    assert (folder / "iter_diffusers_pipeline.py").is_file() and (folder / "vqvae" / "iter_diffusers_models.py").is_file()
 
 
 def test_a_cut_off_download_leaves_no_cache_entry_and_resumes(server, fixture_bytes):

@@ -55,9 +55,17 @@ def test_a_run_from_official_derived_weights_keeps_their_licence(converted_dir, 
     ("p", {"license": OFFICIAL_LICENSE}, OFFICIAL_LICENSE, (OFFICIAL_LICENSE, "official-derived", None)),
 ])
 def test_weights_licence_cases(start, card, chosen, expected):
+    """(A start with no card refuses a chosen licence: see the next test.)"""
     licence = weights_licence(start, card, chosen)
     assert (licence.license, licence.origin, licence.license_name) == expected
     assert (LICENCE_NOTE in licence.card_fields()["licence_text"]) == (expected[0] == OFFICIAL_LICENSE)
+
+
+def test_a_start_without_a_card_refuses_a_chosen_licence():
+    """save_pretrained writes no card: official weights saved that way must not be relicensed by --license."""
+    with pytest.raises(LicenceConflict, match="has no model card saying what its weights were made from"):
+        weights_licence("saved-folder", None, "cc0-1.0")
+    assert weights_licence("saved-folder", None, OFFICIAL_LICENSE).license == OFFICIAL_LICENSE
 
 
 def test_official_derived_weights_refuse_another_licence():

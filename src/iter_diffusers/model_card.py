@@ -65,11 +65,18 @@ def weights_licence(start: str | None, start_card: dict | None, chosen: str | No
     Weights of the official release, and any converted or trained from them, carry CC BY-NC-SA 4.0 and pass it on
     (share-alike): asking for another licence raises :class:`LicenceConflict`. Other starts keep their licence
     unless another is chosen; weights from scratch, or from a start whose licence is not stated, have the chosen
-    one, else ``other`` with ``license_name`` :data:`UNCHOSEN_LICENSE_NAME` (no licence is made up for them).
+    one, else ``other`` with ``license_name`` :data:`UNCHOSEN_LICENSE_NAME` (no licence is made up for them). A
+    start with no card at all says nothing of its origin: choosing a licence for it raises too.
     """
     if start is None:
         return _chosen_or_unchosen(chosen, "from-scratch", "Trained from random initialisation: no official ITER "
                                    "weights went into it, so their terms do not apply.")
+    if start_card is None and chosen not in (None, OFFICIAL_LICENSE):
+        # save_pretrained writes no card: such a start may well hold the official weights, whose terms pass on
+        raise LicenceConflict(
+            f"--license {chosen}: {start} has no model card saying what its weights were made from, so a licence "
+            f"cannot be chosen for weights trained from it (they may derive from the official ITER weights, "
+            f"{OFFICIAL_LICENSE}); add the card of the weights it came from (README.md), or drop --license")
     card = start_card or {}
     if card.get("license") == OFFICIAL_LICENSE or card.get("weights_origin") == "official-derived" \
             or card.get("source_files"):

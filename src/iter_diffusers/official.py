@@ -34,6 +34,7 @@ from .conversion import (
 )
 from .download import DownloadError, HostUnreachableError, download_file
 from .model_card import recorded_source_files
+from .pipelines.hub_code import index_has_hub_code
 
 RELEASE_URL_ENV = "ITER_RELEASE_URL"
 OFFICIAL_MODELS = {f"official-x{scale}": name for scale, name in ITER_RELEASE_FILES.items()}
@@ -174,9 +175,16 @@ def _digests(files: list[Path]) -> dict[str, str]:
     return {path.name: sha256_file(path) for path in files}
 
 
+def _carries_code(folder: Path) -> bool:
+    index = folder / "model_index.json"
+    return index.is_file() and index_has_hub_code(json.loads(index.read_text(encoding="utf-8")))
+
+
 def _convert_once(files: list[Path], digests: dict[str, str], folder: Path, url: str | None) -> Path:
-    """``folder`` if its card records ``digests``; otherwise convert ``files`` into it (replacing it) first."""
-    if recorded_source_files(folder) != digests:
+    """``folder`` if its card records ``digests`` and it carries its code; otherwise convert ``files`` into it
+    (replacing it) first. A cache entry of the earlier layout (no code) is converted again, so that plain diffusers
+    can load it too."""
+    if recorded_source_files(folder) != digests or not _carries_code(folder):
         if folder.is_dir() and not (folder / "model_index.json").is_file():  # a broken cache entry of ours
             shutil.rmtree(folder)
         convert_and_save(*files, folder, overwrite=True, release_url=url, sources=digests)
