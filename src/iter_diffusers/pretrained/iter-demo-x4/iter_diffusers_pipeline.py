@@ -1060,6 +1060,10 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
     ):
         r"""Super-resolve ``image`` by the factor s of the loaded weights (x2 or x4).
 
+        The call checks its arguments, plans each image's tiles, then runs the denoising loop of :meth:`_run`
+        (E_l, φ_e's verdict, then per step: keep-mask, φ_r, ``scheduler.step``, callback, φ_e) once per batch of
+        same-size untiled images or per tile, and decodes.
+
         Args:
             image: PIL image(s), numpy uint8/uint16/float HW(C) or BHWC, torch float CHW or BCHW in [0, 1], or a
                 list of these, of any sizes. Grayscale is replicated to RGB; an alpha channel is dropped.
