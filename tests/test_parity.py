@@ -55,13 +55,15 @@ def test_intermediates_match_official(pipe, parity, case):
         for hook in hooks:
             hook.remove()
 
-    steps = len(expected["refined_tokens"])
+    steps, skipped = len(expected["refined_tokens"]), expected["num_skipped_steps"]
     decoded = [pipe.vqvae.decode(t[:, 0]).sample for t in expected["refined_tokens"]]
-    for step in range(steps):
-        assert torch.equal(out.intermediate_masks[step][0], expected["eval_refine_masks"][step][0, 0])
-        assert (out.intermediate_images[step] - decoded[step][..., : 4 * h, : 4 * w]).abs().max() < ATOL
+    # the official sampler records every step of the schedule; the pipeline returns the steps that run
+    assert len(out.intermediate_masks) == len(out.intermediate_images) == steps - skipped
+    for ran, step in enumerate(range(skipped, steps)):
+        assert torch.equal(out.intermediate_masks[ran][0], expected["eval_refine_masks"][step][0, 0])
+        assert (out.intermediate_images[ran] - decoded[step][..., : 4 * h, : 4 * w]).abs().max() < ATOL
     assert len(calls["refiner"]) == expected["num_refine_calls"]
-    assert steps - len(calls["refiner"]) == expected["num_skipped_steps"]
+    assert steps - len(calls["refiner"]) == skipped
     # φ_r sees, per call, the init mask B and the step's keep-mask.
     for (args, kwargs, _), (init_mask, mask) in zip(calls["refiner"], zip(*[iter(expected["refine_input_masks"])] * 2)):
         assert torch.equal(kwargs["trusted_mask"], init_mask[:, 0])
@@ -74,8 +76,7 @@ def test_intermediates_match_official(pipe, parity, case):
     assert len(calls["evaluator"]) == len(official_needed)
     for (_, _, ours), theirs in zip(calls["evaluator"], official_needed):
         assert (ours - theirs).abs().max() < ATOL
-    executed = steps - expected["num_skipped_steps"]
-    for call, mask in zip(expected["sample_t_calls"], out.intermediate_masks[steps - executed + 1 :]):
+    for call, mask in zip(expected["sample_t_calls"], out.intermediate_masks[1:]):
         assert torch.equal(mask[0], call["mask_out"][0, 0])
         assert mask[0].sum().item() == call["k_requested"]
 
@@ -102,3 +103,20 @@ def test_vqgan_matches_official(pipe, official_dir):
     assert (decoded - expected["decode_indices_out"]).abs().max() < ATOL
     assert (forward.sample - expected["forward_out"]).abs().max() < ATOL
     assert abs(forward.commit_loss.item() - expected["emb_loss"].item()) < ATOL
+
+
+@pytest.mark.parametrize("case", ["x_40x48", "x_64x64"])
+def test_callbacks_and_progress_count_the_steps_that_run(pipe, parity, case, capsys):
+    """The official fixture skips 4 of its 8 steps (adaptive start): 4 callbacks, with their schedule indices, and
+    a progress bar of 4."""
+    expected, seen = parity[case], []
+    pipe.set_progress_bar_config(disable=False)
+    capsys.readouterr()
+    try:
+        pipe(expected["input"], generator=seeded(123), output_type="pt",
+             callback_on_step_end=lambda p, i, t, kwargs: seen.append(i) or {})
+    finally:
+        pipe.set_progress_bar_config(disable=True)
+    steps, skipped = len(expected["refined_tokens"]), expected["num_skipped_steps"]
+    assert seen == list(range(skipped, steps))
+    assert f"{steps - skipped}/{steps - skipped}" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from diffusers.callbacks import PipelineCallback
 from conftest import seeded
 from iter_diffusers import ITERPipeline, ITERPipelineOutput
 from iter_diffusers.pipelines import pipeline_iter, tiling
+from iter_diffusers.pipelines.image_io import mirror_pad
 from iter_diffusers.pipelines.pipeline_iter import _RunResult
 from iter_diffusers.pipelines.tiling import overlap_ramp as _overlap_ramp
 
@@ -40,6 +41,22 @@ def image(h=16, w=16, batch=1, seed=0) -> torch.Tensor:
 
 def run(pipe, x, seed=123, output_type="pt", steps=STEPS, **kwargs):
     return pipe(x, generator=seeded(seed), num_inference_steps=steps, output_type=output_type, **kwargs).images
+
+
+def refiner_calls(pipe, x, **kwargs) -> int:
+    """How many steps ran (φ_r calls) for one untiled image ``x`` with ``run``'s settings."""
+    calls = []
+    hook = pipe.refiner.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        run(pipe, x, **kwargs)
+    finally:
+        hook.remove()
+    return len(calls)
+
+
+def final_bar(err: str) -> str:
+    """The progress bar's last state (the bar starts at T and shrinks when the adaptive start skips steps)."""
+    return err.strip().split("\r")[-1]
 
 
 def assert_state_dicts_equal(a: torch.nn.Module, b: torch.nn.Module):
@@ -351,7 +368,9 @@ def test_callback_receives_requested_tensors_once_per_step(pipe):
     names = ["latents", "kept_mask", "condition_tokens", "trusted_mask"]
     plain = run(pipe, x)
     out = run(pipe, x, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=names)
-    assert [(i, t) for i, t, _ in seen] == [(i, STEPS - 1 - i) for i in range(STEPS)]
+    # once per step that runs: the last ones of the schedule (the adaptive start skips the first 2 here)
+    ran = range(STEPS - 2, STEPS)
+    assert [(i, t) for i, t, _ in seen] == [(i, STEPS - 1 - i) for i in ran]
     grid = (8, 8)
     for _, _, tensors in seen:
         assert set(tensors) == set(names)
@@ -363,7 +382,30 @@ def test_callback_receives_requested_tensors_once_per_step(pipe):
     # default: only "latents"
     seen.clear()
     run(pipe, x, callback_on_step_end=callback)
-    assert all(set(tensors) == {"latents"} for _, _, tensors in seen) and len(seen) == STEPS
+    assert all(set(tensors) == {"latents"} for _, _, tensors in seen) and len(seen) == len(ran)
+
+
+def test_steps_that_every_image_skips_are_not_steps(pipe, capsys):
+    """α = 0: φ_e trusts every token of S_l, so every step is skipped: no φ_r call, no callback, no intermediate,
+    and the progress bar counts no step (it used to count T and fire T callbacks with nothing happening)."""
+    x = image(13, 10)
+    calls, seen = [], []
+    hook = pipe.refiner.register_forward_hook(lambda *args: calls.append(1))
+    pipe.set_progress_bar_config(disable=False)
+    capsys.readouterr()
+    try:
+        out = pipe(x, generator=seeded(), num_inference_steps=STEPS, mask_threshold=0.0, output_type="pt",
+                   return_intermediates=True, callback_on_step_end=lambda p, i, t, kw: seen.append(i) or {})
+    finally:
+        hook.remove()
+        pipe.set_progress_bar_config(disable=True)
+    bar = capsys.readouterr().err
+    assert calls == [] and seen == []
+    assert out.intermediate_images == [] and out.intermediate_masks == []
+    assert final_bar(bar).startswith("0it")  # tqdm's view of a bar of 0 steps
+    # the result is S_l rendered, as before
+    tokens = pipe.encoder(mirror_pad(x, *pipe.padded_size(13, 10))).logits.argmax(1)
+    assert torch.equal(run(pipe, x, output_type="latent", mask_threshold=0.0), tokens)
 
 
 def test_callback_zero_latents_at_last_step(pipe):
@@ -444,7 +486,7 @@ def test_interrupt_and_num_timesteps(pipe):
         return kwargs
 
     run(pipe, image(), callback_on_step_end=stop)
-    assert calls == [0]
+    assert len(calls) == 1  # the first step that ran (the adaptive start skips the first ones here)
     assert pipe.interrupt is True
     assert pipe.num_timesteps == STEPS
     run(pipe, image())  # the next call starts uninterrupted
@@ -524,7 +566,10 @@ def test_tiled_shape_and_progress(pipe, capsys):
     out = run(pipe, image(40, 48), steps=2, tile_size=32, tile_padding=8)
     assert out.shape == (1, 3, 40 * S, 48 * S)
     assert torch.isfinite(out).all() and 0 <= out.min() and out.max() <= 1
-    assert "8/8" in capsys.readouterr().err  # one bar over 2 steps of each of the 4 tiles
+    # one bar over the steps that ran in the 4 tiles (of 2 each; φ_e judges each tile alone)
+    bar = final_bar(capsys.readouterr().err)
+    ran = int(bar.split("/")[0].split("|")[-1])
+    assert 0 < ran <= 8 and f"{ran}/{ran}" in bar
 
 
 def test_batched_tiles_do_not_depend_on_the_batch_size(pipe, monkeypatch):
@@ -731,7 +776,9 @@ def test_tiling_rejects_intermediates_latents_and_latent_output(pipe):
 def test_return_intermediates(pipe, output_type):
     x = image(13, 10)
     out = pipe(x, generator=seeded(), num_inference_steps=STEPS, output_type=output_type, return_intermediates=True)
-    assert len(out.intermediate_images) == STEPS and len(out.intermediate_masks) == STEPS
+    ran = refiner_calls(pipe, x)
+    assert 0 < ran < STEPS  # the adaptive start skips some steps here, and they have no entry
+    assert len(out.intermediate_images) == ran and len(out.intermediate_masks) == ran
     final = out.images if output_type == "pt" else torch.from_numpy(out.images)
     last = out.intermediate_images[-1]
     last = last if output_type == "pt" else torch.from_numpy(last)
@@ -754,7 +801,7 @@ def test_return_intermediates(pipe, output_type):
 def test_return_intermediates_latent(pipe):
     x = image()
     out = pipe(x, generator=seeded(), num_inference_steps=STEPS, output_type="latent", return_intermediates=True)
-    assert len(out.intermediate_images) == STEPS
+    assert len(out.intermediate_images) == refiner_calls(pipe, x)
     assert all(t.dtype == torch.int64 and t.shape == out.images.shape for t in out.intermediate_images)
     assert torch.equal(out.intermediate_images[-1], out.images)
 
@@ -763,7 +810,9 @@ def test_return_intermediates_batch_of_different_sizes(pipe):
     xs = [image(16, 16, seed=1), image(8, 12, seed=2)]
     out = pipe(xs, generator=[seeded(1), seeded(2)], num_inference_steps=3, output_type="pt",
                return_intermediates=True)
-    assert len(out.intermediate_images) == 3
+    # separate runs (different sizes): the steps that ran for either image, an image that skips one unchanged
+    ran = [refiner_calls(pipe, x, seed=n + 1, steps=3) for n, x in enumerate(xs)]
+    assert len(out.intermediate_images) == max(ran)
     for step_images in out.intermediate_images:
         assert [t.shape for t in step_images] == [(3, 64, 64), (3, 32, 48)]
     assert all(torch.equal(a, b) for a, b in zip(out.intermediate_images[-1], out.images))
@@ -779,7 +828,8 @@ def test_progress_bar_config(pipe, capsys):
     assert "3/3" not in capsys.readouterr().err
     pipe.set_progress_bar_config(disable=False)
     run(pipe, image(), steps=3)
-    assert "3/3" in capsys.readouterr().err
+    ran = refiner_calls(pipe, image(), steps=3)
+    assert f"{ran}/{ran}" in final_bar(capsys.readouterr().err)
     pipe.set_progress_bar_config(disable=True)
     run(pipe, image(), steps=3)
     assert capsys.readouterr().err == ""

@@ -91,27 +91,30 @@ def per_step_limit(pipe, largest: int = 4096) -> int:
 class StepProgress:
     """``callback_on_step_end``: reports progress and notes the first step the pipeline executed.
 
-    Needs ``callback_on_step_end_tensor_inputs=["trusted_mask"]``. The scheduler's adaptive start skips the steps
-    whose schedule keeps fewer tokens than φ_e already trusts; ``start_steps`` says which step runs first.
+    The callback fires only for the steps that run: the scheduler's adaptive start skips those whose schedule
+    keeps fewer tokens than φ_e already trusts, and those count as done at once. A step index that does not
+    grow means the next tile started.
     """
 
     def __init__(self, steps_per_tile: int, num_tiles: int, report: Reporter | None = None) -> None:
         self.steps_per_tile, self.num_tiles = steps_per_tile, num_tiles
         self.report = report or (lambda done, total, what: None)
-        self.done = 0
+        self.tile, self.last_step = 0, None
         self.first_step: int | None = None
 
     def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
         if self.first_step is None:
-            self.first_step = int(pipe.scheduler.start_steps(callback_kwargs["trusted_mask"])[0])
-        self.done += 1
-        total = self.steps_per_tile * self.num_tiles
+            self.first_step = step
+        if self.last_step is not None and step <= self.last_step:
+            self.tile += 1
+        self.last_step = step
+        done, total = self.tile * self.steps_per_tile + step + 1, self.steps_per_tile * self.num_tiles
         what = f"refinement step {step + 1} of {self.steps_per_tile}"
         if self.num_tiles > 1:
-            what = f"tile {math.ceil(self.done / self.steps_per_tile)} of {self.num_tiles}, {what}"
-        if self.done >= total:
+            what = f"tile {self.tile + 1} of {self.num_tiles}, {what}"
+        if done >= total:
             what += "; decoding the images"
-        self.report(min(self.done, total), total, what)
+        self.report(min(done, total), total, what)
         return callback_kwargs
 
 
@@ -136,22 +139,23 @@ def restore(model: LoadedModel, image: LoadedImage, settings: Settings, report: 
         return_intermediates=plan.per_step_view,
         output_type="np",
         callback_on_step_end=progress,
-        callback_on_step_end_tensor_inputs=["trusted_mask"],
     )
     seconds = time.perf_counter() - started
     model.speed.record(width * height, steps, plan.per_step_view, seconds)
     result, _, _ = compose_output(output.images[0], image, "png")
     if not plan.per_step_view:
         return Restoration(result, plan, steps, [], seconds)
-    views = [_step_view(pipe, output, index, image.size) for index in range(progress.first_step, steps)]
+    views = [_step_view(pipe, output, ran, progress.first_step + ran, image.size)
+             for ran in range(len(output.intermediate_images))]
     return Restoration(result, plan, steps, views, seconds)
 
 
-def _step_view(pipe, output, index: int, lq_size: tuple[int, int]) -> StepView:
-    """Step ``index`` of a run with intermediates: its image, and its keep-mask over the tokens of the input."""
+def _step_view(pipe, output, ran: int, index: int, lq_size: tuple[int, int]) -> StepView:
+    """The ``ran``-th step that ran (step ``index`` of the schedule) of a run with intermediates: its image, and its
+    keep-mask over the tokens of the input."""
     per_token = pipe.encoder.pixels_per_token
     columns, rows = (math.ceil(side / per_token) for side in lq_size)
-    kept = output.intermediate_masks[index][0][:rows, :columns].cpu().numpy() > 0.5
-    image = to_pil(output.intermediate_images[index][0])
+    kept = output.intermediate_masks[ran][0][:rows, :columns].cpu().numpy() > 0.5
+    image = to_pil(output.intermediate_images[ran][0])
     mask = mask_image(kept, per_token * pipe.upscale_factor, image.size)
     return StepView(index, image, mask, int(kept.sum()), kept.size)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import PIL.Image
 
+from .. import DEMO_MODEL_PATH
 from ..pipelines import checks
 from ..pipelines.options import COLOR_FIXES
 from .console import PROG
@@ -134,6 +136,17 @@ def _max_pixels(value: str) -> int:
     return number
 
 
+
+def bundled_defaults() -> dict:
+    """The bundled model's stored sampling defaults, as ``--help`` states them (JSON reads: no torch import)."""
+    try:
+        index = json.loads((DEMO_MODEL_PATH / "model_index.json").read_text())
+        scheduler = json.loads((DEMO_MODEL_PATH / "scheduler" / "scheduler_config.json").read_text())
+    except (OSError, ValueError):
+        return {"steps": "?", "alpha": "?", "color_fix": "?"}
+    return {"steps": index.get("num_inference_steps"), "alpha": scheduler.get("mask_threshold"),
+            "color_fix": index.get("color_fix")}
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,13 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: the bundled demo model, iter_diffusers/pretrained/iter-demo-x4)")
     model.add_argument("--scale", type=int, default=None,
                        help="expected upscale factor; an error unless it is the model's (optional check)")
+    own = bundled_defaults()
     model.add_argument("--steps", type=_steps, default=None,
-                       help="refinement steps T (default: the model's; 8 for the official weights)")
+                       help=f"refinement steps T (default: the model's own: {own['steps']} for the bundled model, 8 "
+                            "for the official weights)")
     model.add_argument("--alpha", type=_alpha, default=None,
-                       help="mask threshold alpha of the token evaluator (default: the model's, 0.7 officially)")
+                       help=f"mask threshold alpha of the token evaluator (default: the model's own: {own['alpha']} "
+                            "for the bundled model, 0.7 for the official weights)")
     model.add_argument("--color_fix", default=None, type=_color_fix, metavar="{%s}" % ",".join(COLOR_FIX_CHOICES),
-                       help="colour / low-frequency correction from the input (default: the model's; the bundled "
-                            "model uses wavelet, converted official weights none)")
+                       help=f"colour / low-frequency correction from the input (default: the model's own: "
+                            f"{own['color_fix']} for the bundled model, none for converted official weights)")
     model.add_argument("--seed", type=int, default=DEFAULT_SEED,
                        help="random seed, the same for every image (default: %(default)s)")
 

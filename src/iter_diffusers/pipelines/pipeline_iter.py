@@ -35,9 +35,10 @@ EXAMPLE_DOC_STRING = """
         >>> result = pipe(image, generator=torch.Generator().manual_seed(123))
         >>> result.images[0].save("photo_x4.png")
 
-        >>> # every step's image and keep-mask
+        >>> # the image and keep-mask of every step that ran: at most T, fewer when φ_e already trusts enough
+        >>> # tokens of S_l for the first steps (the adaptive start skips them)
         >>> result = pipe(image, generator=torch.Generator().manual_seed(123), return_intermediates=True)
-        >>> len(result.intermediate_images) == pipe.config.num_inference_steps
+        >>> len(result.intermediate_images) <= pipe.config.num_inference_steps
         True
         ```
 """
@@ -48,10 +49,12 @@ class ITERPipelineOutput(BaseOutput):
     """
     images: the super-resolved images (list of PIL, (B, sH, sW, 3) numpy, (B, 3, sH, sW) tensor, or the final
         token ids for ``output_type="latent"``); a list when the inputs have different sizes.
-    intermediate_images: with ``return_intermediates=True``, one entry per refinement step (after that step),
-        each like ``images``.
-    intermediate_masks: with ``return_intermediates=True``, one entry per step: the keep-mask used at that step
-        per image, (h, w) float tensors at token resolution (1 = kept, 0 = re-predicted; B for skipped steps).
+    intermediate_images: with ``return_intermediates=True``, one entry per refinement step that ran (after that
+        step), each like ``images``; steps that the adaptive start skips for every image are not steps and have
+        none (an empty list when φ_e trusts every token).
+    intermediate_masks: with ``return_intermediates=True``, one entry per step that ran: the keep-mask used at that
+        step per image, (h, w) float tensors at token resolution (1 = kept, 0 = re-predicted; B for an image of
+        the batch that skips the step).
     """
 
     images: Any
@@ -63,8 +66,10 @@ class ITERPipelineOutput(BaseOutput):
 class _RunResult:
     images: torch.Tensor  # (B, 3, sH, sW) float32, cropped
     tokens: torch.Tensor  # (B, h, w) final token ids of the padded input
+    # with intermediates: per step of the schedule, the tokens and keep-mask after it, and whether it ran
     step_tokens: list[torch.Tensor] | None = None
     step_masks: list[torch.Tensor] | None = None
+    step_ran: list[bool] | None = None
 
     def select(self, j: int) -> "_RunResult":
         """Image ``j`` of a batched run, as a run of its own."""
@@ -73,6 +78,7 @@ class _RunResult:
             self.tokens[j : j + 1],
             None if self.step_tokens is None else [s[j : j + 1] for s in self.step_tokens],
             None if self.step_masks is None else [m[j] for m in self.step_masks],
+            self.step_ran,
         )
 
 
@@ -270,7 +276,7 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
         trusted = scheduler.trusted_mask(evaluator_logits, mask_threshold)  # B
         scheduler.set_trusted_mask(trusted)
         latents, kept = lq_tokens.clone(), trusted.clone()
-        step_tokens, step_masks = [], []
+        step_tokens, step_masks, step_ran = [], [], []
 
         # 2. the refinement loop
         for i, t in enumerate(timesteps):
@@ -281,11 +287,21 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
             # the keep-mask of step t: B at an image's first executed step, then grown ∝ φ_e's judgement
             kept = scheduler.prepare_keep_mask(kept, t, evaluator_logits, generator=generators,
                                                mask_temperature=mask_temperature)
-            if running.any():  # a step that every image skips calls no network and draws nothing
-                # φ_r re-predicts the tokens of the executing images, then the scheduler draws their new map
-                logits = self.refiner(latents[on], lq_tokens[on], visible_mask=kept[on], trusted_mask=trusted[on]).logits
-                latents = scheduler.step(logits, t, latents, generator=generators,
-                                         token_temperature=token_temperature).prev_sample
+            if return_intermediates:  # recorded per schedule step; __call__ returns the steps that ran
+                step_ran.append(bool(running.any()))
+            if not running.any():
+                # a step that every image skips is no step: no network, no draw, no callback, and the progress
+                # bar no longer waits for it
+                progress_bar.total -= 1
+                progress_bar.refresh()
+                if return_intermediates:
+                    step_tokens.append(latents.clone())
+                    step_masks.append(trusted.cpu())
+                continue
+            # φ_r re-predicts the tokens of the executing images, then the scheduler draws their new map
+            logits = self.refiner(latents[on], lq_tokens[on], visible_mask=kept[on], trusted_mask=trusted[on]).logits
+            latents = scheduler.step(logits, t, latents, generator=generators,
+                                     token_temperature=token_temperature).prev_sample
 
             if callback_on_step_end is not None:
                 available = {"latents": latents, "kept_mask": kept, "condition_tokens": lq_tokens,
@@ -297,7 +313,7 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
 
             # φ_e judges the tokens the next step starts from (after the callback, which may replace them);
             # after the last step it would be wasted.
-            if running.any() and i < num_inference_steps - 1:
+            if i < num_inference_steps - 1:
                 evaluator_logits[on] = self.evaluator(latents[on], lq_tokens[on]).logits.to(evaluator_logits.dtype)
             if return_intermediates:
                 step_tokens.append(latents.clone())
@@ -308,7 +324,9 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
         crop = (slice(None), slice(None), slice(0, height * self.upscale_factor), slice(0, width * self.upscale_factor))
         images = self.vqvae.decode(latents).sample[crop].float()
         images = apply_color_fix(images, lq, *color_fix)
-        return _RunResult(images, latents, step_tokens or None, step_masks or None)
+        if not return_intermediates:
+            return _RunResult(images, latents)
+        return _RunResult(images, latents, step_tokens, step_masks, step_ran)
 
     def _run_groups(self, images, generators, groups, tile_for, tiles: tiling.TileSettings, run_kwargs) -> list:
         """Every image's :class:`_RunResult`: tiled images one by one, same-size untiled ones as batches."""
@@ -408,8 +426,10 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
             image: PIL image(s), numpy uint8/uint16/float HW(C) or BHWC, torch float CHW or BCHW in [0, 1], or a
                 list of these, of any sizes. Grayscale is replicated to RGB; an alpha channel is dropped.
             num_inference_steps (`int`, *optional*): T, refinement steps (default ``pipe.config.num_inference_steps``).
-            mask_threshold (`float`, *optional*): α, φ_e's trust threshold (default: the scheduler's, 0.7).
-            token_temperature, mask_temperature (`float`, *optional*): sampling temperatures (scheduler's: 1.0).
+            mask_threshold (`float`, *optional*): α, φ_e's trust threshold (default: the model's own,
+                ``pipe.scheduler.config.mask_threshold``; the official folders' is 0.7).
+            token_temperature, mask_temperature (`float`, *optional*): sampling temperatures (default: the
+                model's own, in ``pipe.scheduler.config``).
             num_images_per_prompt (`int`, defaults to 1): samples per input image (they differ by the generator).
             generator (`torch.Generator` or a list of them, *optional*): one, or one per output image.
             latents (`torch.Tensor`, *optional*): initial token ids S_l (B, h, w) replacing E_l's (untiled same-size
@@ -422,14 +442,16 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
             tile_blending (`bool`, defaults to True): blend overlapping tiles; False pastes centres (official).
             tile_batch_size (`int`, defaults to 1): tiles of one shape run together (the budget is shared).
                 1 keeps the official random stream; above 1 each tile draws from its own generator.
-            return_intermediates (`bool`, defaults to False): also return the image and keep-mask of every step.
+            return_intermediates (`bool`, defaults to False): also return the image and keep-mask of every step
+                that runs.
             output_type (`str`, defaults to `"pil"`): ``"pil"``, ``"np"``, ``"pt"`` or ``"latent"`` (token ids).
             return_dict (`bool`, defaults to True): return an [`ITERPipelineOutput`] instead of a tuple.
-            callback_on_step_end (`Callable`, *optional*): ``fn(pipe, step, timestep, tensors)`` after every step;
-                may return replacements for ``latents`` (token ids) and ``kept_mask``. It fires for every one of
-                the T steps, skipped ones included (their ``kept_mask`` is B). A tiled image runs its tiles one
-                after another: the callback then sees each tile's T steps in turn (``step`` restarts at 0) with that
-                tile's token maps (B is the tile's own, as φ_e judges each tile alone).
+            callback_on_step_end (`Callable`, *optional*): ``fn(pipe, step, timestep, tensors)`` after every step
+                that runs (``step`` is its index in the schedule of T); may return replacements for ``latents``
+                (token ids) and ``kept_mask``. Steps that the adaptive start skips for every image of the batch do
+                not fire it; the progress bar does not count them either. A tiled image runs its tiles one after
+                another: the callback then sees each tile's steps in turn with that tile's token maps (B is the
+                tile's own, as φ_e judges each tile alone, so tiles may run different numbers of steps).
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): names from ``_callback_tensor_inputs``.
             color_fix (`str`, *optional*): ``"wavelet"``, ``"adain"`` or ``"none"``; default
                 ``pipe.config.color_fix``. Applied to the final and the per-step images, not to token outputs.
@@ -440,7 +462,8 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
         Returns:
             [`ITERPipelineOutput`] or `tuple`: with ``return_dict=True`` an [`ITERPipelineOutput`]: ``images``
             (like ``output_type`` asks, a list when the inputs differ in size) and, with
-            ``return_intermediates=True``, ``intermediate_images`` and ``intermediate_masks`` (one entry per step).
+            ``return_intermediates=True``, ``intermediate_images`` and ``intermediate_masks`` (one entry per step that
+            ran).
             Otherwise the tuple ``(images, intermediate_images, intermediate_masks)``, None where not asked for.
         """
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
@@ -499,9 +522,10 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
         if not return_intermediates:
             return (images, None, None)
         s = self.upscale_factor
-        num_steps = len(results[0].step_tokens)
+        # the steps that ran for any image (a skipped one shows that image unchanged, with its mask B)
+        ran = [step for step in range(len(results[0].step_ran)) if any(r.step_ran[step] for r in results)]
         step_images = []
-        for step in range(num_steps):
+        for step in ran:
             if output_type == "latent":  # the token map after each step, like ``images``
                 step_images.append(collect_tokens([r.step_tokens[step] for r in results]))
                 continue
@@ -511,7 +535,7 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
                 step_image = self.vqvae.decode(r.step_tokens[step]).sample[crop].float()
                 decoded.append(apply_color_fix(step_image, x[None], *color_fix))
             step_images.append(collect(decoded))
-        step_masks = [[r.step_masks[step] for r in results] for step in range(num_steps)]
+        step_masks = [[r.step_masks[step] for r in results] for step in ran]
         return (images, step_images, step_masks)
 
 
