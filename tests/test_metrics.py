@@ -412,3 +412,43 @@ def test_sharpness_metrics_refuse_mismatched_or_flat_input():
     faint = np.full_like(hq, 100)
     faint[:, 32:] = 101
     assert math.isnan(calculate_edge_sharpness(hq, faint))
+
+
+def test_cli_lpips_style_squeeze(folders, capsys, monkeypatch):
+    """--lpips_style_squeeze (random weights here in place of the converted ones) equals SqueezeDistance on the
+    cropped RGB images, under its own name, never "LPIPS"; an unavailable download stops with one line."""
+    import torch
+
+    from iter_diffusers import offline_weights
+    from iter_diffusers.conversion.state_dicts import ConversionError
+    from iter_diffusers.evaluation.squeeze_distance import SqueezeDistance
+
+    tmp, gt, pred, imgs = folders
+    torch.manual_seed(0)
+    model = SqueezeDistance(heads=[torch.rand(c) for c in (64, 128, 256, 384, 384, 512, 512)])
+    monkeypatch.setattr(offline_weights, "squeeze_distance", lambda: model)
+    out_md, out_json = tmp / "s.md", tmp / "s.json"
+    assert main(["--pred", str(pred), "--gt", str(gt), "--pred_suffix", "_ITER", "--lpips_style_squeeze",
+                 "--no_niqe", "--json", str(out_json), "--markdown", str(out_md)]) == 0  # fmt: skip
+    rows = {r["name"]: r for r in json.loads(out_json.read_text())["images"]}
+
+    def as_tensor(image):
+        return torch.from_numpy(image[4:-4, 4:-4].copy()).permute(2, 0, 1)[None].float() / 255
+
+    with torch.no_grad():
+        expected = model(as_tensor(degrade(imgs["a"])), as_tensor(imgs["a"])).item()
+    assert rows["a"]["lpips_style_sqz"] == pytest.approx(expected, rel=1e-5) and expected > 0
+    assert rows["b"]["lpips_style_sqz"] == pytest.approx(0.0, abs=1e-7)
+    assert "lpips" not in rows["a"]
+    table = out_md.read_text()
+    assert "LPIPS-style (Sqz-Caffe) ↓" in table and "not LPIPS" in table
+    assert "LPIPS-style (Sqz-Caffe)" in capsys.readouterr().out
+
+    def unavailable():
+        raise ConversionError("cannot read the package index https://pypi.org/simple/lpips/: no network")
+
+    monkeypatch.setattr(offline_weights, "squeeze_distance", unavailable)
+    assert main(["--pred", str(pred), "--gt", str(gt), "--pred_suffix", "_ITER", "--lpips_style_squeeze"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("iter-sr-eval: error: the LPIPS-style SqueezeNet distance is unavailable") and "\n" not in err
+    assert main(["--pred", str(pred), "--lpips_style_squeeze"]) == 2  # no ground truth

