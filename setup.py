@@ -45,6 +45,8 @@ setup(
         # iter-sr-app, the web demo. Every gradio release (6.31, the newest, included) requires pillow<13, so this
         # extra moves an installed Pillow 13 back to 12.x; nothing of ours caps Pillow (the rest works with 13).
         "app": ["gradio>=6.0"],
+        # --engine openvino: exact fp32, faster than torch's on CPUs without native bf16 (the auto choice there)
+        "openvino": ["openvino>=2025.1"],
     },
     entry_points={
         "console_scripts": [

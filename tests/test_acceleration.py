@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from conftest import seeded
 from iter_diffusers import DEMO_MODEL_PATH, ITERPipeline
@@ -30,15 +29,39 @@ def cpu_kind(monkeypatch):
     return use
 
 
-def test_the_mode_follows_the_cpu(cpu_kind):
+def test_the_mode_follows_the_cpu(cpu_kind, monkeypatch):
     cpu_kind(AVX512_BF16)
     mode = choose_mode("cpu")
-    assert (mode.dtype, mode.quantize_linear) == (torch.bfloat16, False) and "bf16" in mode.reason
+    assert (mode.dtype, mode.engine) == (torch.bfloat16, "torch") and "bf16" in mode.reason
     cpu_kind(AVX2_ONLY)
+    monkeypatch.setattr(acceleration, "openvino_available", lambda: True)
     mode = choose_mode("cpu")
-    assert (mode.dtype, mode.quantize_linear) == (torch.float32, True) and "int8" in mode.reason
-    assert mode.name == "float32 + int8 linear"
+    assert (mode.dtype, mode.engine, mode.name) == (torch.float32, "openvino", "float32 on OpenVINO")
+    monkeypatch.setattr(acceleration, "openvino_available", lambda: False)
+    mode = choose_mode("cpu")
+    assert (mode.dtype, mode.engine, mode.name) == (torch.float32, "torch", "float32")
+    assert "pip install 'iter-diffusers[openvino]'" in mode.reason
     assert "avx2" in cpu_capabilities()
+
+
+def test_the_engine_switch(pipe, cpu_kind, monkeypatch):
+    """engine="torch" keeps torch where auto would pick OpenVINO; OpenVINO refuses what it cannot run."""
+    cpu_kind(AVX2_ONLY)
+    monkeypatch.setattr(acceleration, "openvino_available", lambda: True)
+    ran = []
+    monkeypatch.setattr(acceleration, "use_openvino", lambda p: ran.append(p))
+    assert optimize_pipeline(pipe, "auto", engine="torch").engine == "torch" and ran == []
+    assert optimize_pipeline(pipe, "float32", engine="openvino").engine == "openvino" and ran == [pipe]
+    assert optimize_pipeline(pipe, "float32").engine == "torch"  # an explicit dtype alone stays torch, exact
+    cpu_kind(AVX512_BF16)  # auto would pick bf16; the OpenVINO engine takes fp32 instead
+    assert optimize_pipeline(pipe, "auto", engine="openvino").dtype == torch.float32 == pipe.refiner.dtype
+    with pytest.raises(ValueError, match="runs fp32 on the CPU"):
+        optimize_pipeline(pipe, "bfloat16", engine="openvino")
+    pipe.to(torch.float32)
+    with pytest.raises(ValueError, match="compile is for the torch engine"):
+        optimize_pipeline(pipe, "auto", compile=True, engine="openvino")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        optimize_pipeline(pipe, "auto", engine="onnx")
 
 
 @pytest.mark.parametrize("bf16_supported,dtype", [(True, torch.bfloat16), (False, torch.float16)])
@@ -78,22 +101,6 @@ def demo_input():
 
 def _demo_output(pipe, image):
     return pipe(image, generator=seeded(0), output_type="np", tile_size=None).images[0]
-
-
-def test_int8_mode_on_the_bundled_model(cpu_kind, demo_input):
-    """The AVX2-only choice: int8 dynamic Linear layers in E_l, φ_e and φ_r; the sampling stays fp32."""
-    cpu_kind(AVX2_ONLY)
-    pipe = ITERPipeline.from_pretrained(DEMO_MODEL_PATH)
-    pipe.set_progress_bar_config(disable=True)
-    reference = _demo_output(pipe, demo_input)
-    mode = optimize_pipeline(pipe, "auto")
-    assert mode.quantize_linear
-    for name in ("encoder", "evaluator", "refiner"):
-        modules = list(getattr(pipe, name).modules())
-        assert not any(type(m) is nn.Linear for m in modules), name
-        assert any(type(m).__module__.startswith("torch.ao.nn.quantized.dynamic") for m in modules), name
-    assert not any(type(m).__module__.startswith("torch.ao") for m in pipe.vqvae.modules())
-    assert _psnr(_demo_output(pipe, demo_input), reference) >= 35
 
 
 @pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no avx512_bf16/AMX: a bf16 run would take far too long "

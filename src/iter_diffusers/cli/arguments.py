@@ -10,7 +10,7 @@ import PIL.Image
 
 from .. import DEMO_MODEL_PATH
 from ..pipelines import checks
-from ..pipelines.options import COLOR_FIXES
+from ..pipelines.options import COLOR_FIXES, ENGINES
 from .console import PROG
 from .images import EXT_CHOICES
 from .inputs import IMAGE_EXTENSIONS
@@ -197,8 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="LQ pixels of context around each tile (default: %(default)s)")
     compute.add_argument("--dtype", default="auto", choices=DTYPES,
                          help="auto: the fastest mode measured for the device (bf16 on CPUs with avx512_bf16/AMX, "
-                              "fp32 + int8 Linear layers on other CPUs, bf16/fp16 on CUDA); float32 is exact, as "
-                              "the official code (default: %(default)s)")
+                              "fp32 through OpenVINO when installed on other CPUs, else fp32; bf16/fp16 on CUDA); "
+                              "float32 is exact, as the official code (default: %(default)s)")
+    compute.add_argument("--engine", default="auto", choices=ENGINES,
+                         help="what runs the networks: openvino (fp32 on the CPU, exact; pip install "
+                              "'iter-diffusers[openvino]'), torch, or auto: openvino where --dtype auto picks it "
+                              "(default: %(default)s)")
     compute.add_argument("--compile", action="store_true",
                          help="torch.compile the networks: the first image of each size compiles for minutes, so "
                               "it pays off only for many images of one size")

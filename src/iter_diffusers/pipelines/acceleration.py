@@ -5,8 +5,12 @@ convolutions run hundreds of times slower than fp32. So the mode is chosen from 
 
 * CUDA: bf16 where the GPU computes it natively, else fp16.
 * CPU with ``avx512_bf16`` or AMX: bf16 weights and activations.
-* Other CPUs: fp32, with int8 dynamic quantisation of the token networks' ``nn.Linear`` layers (φ_e, φ_r and E_l's
-  Swin layers: most of their time), which needs no native bf16.
+* Other CPUs: fp32, through OpenVINO when it is installed (``pip install iter-diffusers[openvino]``: exact, and
+  1.2-1.3x faster than torch fp32 on the paper-size model; :mod:`.openvino_engine`), else torch fp32.
+
+torch.ao's int8 dynamic quantisation, the earlier choice for AVX2-only CPUs, is deprecated; its successor torchao
+(0.18, ``Int8DynamicActivationInt8WeightConfig``) measured 0.98x of fp32 on these CPUs, and OpenVINO's int8
+compressed weights do not run on AVX2-only CPUs (docs/benchmarks.md), so the fast mode there is now exact.
 
 Whatever the mode, the VQ code search, the softmaxes of φ_e and φ_r and every random draw stay in fp32 (the
 networks and the scheduler cast to fp32 there), so the tokens move only where the networks' logits move.
@@ -19,7 +23,9 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+
+from .openvino_engine import openvino_available, use_openvino
+from .options import ENGINES
 
 #: ``/proc/cpuinfo`` flags that mean the CPU multiplies bf16 natively.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -52,15 +58,16 @@ def cpu_has_native_bf16() -> bool:
 
 @dataclass(frozen=True)
 class InferenceMode:
-    """How a pipeline computes: the weights' dtype, whether the token networks' Linear layers run in int8, and why."""
+    """How a pipeline computes: the weights' dtype, the engine that runs the networks (``"torch"`` or
+    ``"openvino"``), and why."""
 
     dtype: torch.dtype
-    quantize_linear: bool
+    engine: str
     reason: str
 
     @property
     def name(self) -> str:
-        return str(self.dtype).removeprefix("torch.") + (" + int8 linear" if self.quantize_linear else "")
+        return str(self.dtype).removeprefix("torch.") + (" on OpenVINO" if self.engine == "openvino" else "")
 
 
 def choose_mode(device: torch.device | str) -> InferenceMode:
@@ -68,14 +75,17 @@ def choose_mode(device: torch.device | str) -> InferenceMode:
     device = torch.device(device)
     if device.type == "cuda":
         if torch.cuda.is_bf16_supported():
-            return InferenceMode(torch.bfloat16, False, "CUDA GPU with native bf16")
-        return InferenceMode(torch.float16, False, "CUDA GPU without native bf16")
+            return InferenceMode(torch.bfloat16, "torch", "CUDA GPU with native bf16")
+        return InferenceMode(torch.float16, "torch", "CUDA GPU without native bf16")
     if device.type != "cpu":
-        return InferenceMode(torch.float32, False, f"{device.type}: no measured faster mode, fp32")
+        return InferenceMode(torch.float32, "torch", f"{device.type}: no measured faster mode, fp32")
     if cpu_has_native_bf16():
-        return InferenceMode(torch.bfloat16, False, "the CPU computes bf16 natively (avx512_bf16/AMX)")
-    return InferenceMode(torch.float32, True, "the CPU has no native bf16 (bf16 would be far slower): fp32 with "
-                                              "int8 dynamic quantisation of the token networks' Linear layers")
+        return InferenceMode(torch.bfloat16, "torch", "the CPU computes bf16 natively (avx512_bf16/AMX)")
+    if openvino_available():
+        return InferenceMode(torch.float32, "openvino", "the CPU has no native bf16 (bf16 would be far slower): "
+                                                        "fp32 through OpenVINO, exact and faster than torch's")
+    return InferenceMode(torch.float32, "torch", "the CPU has no native bf16 (bf16 would be far slower): fp32; "
+                                                 "pip install 'iter-diffusers[openvino]' runs it faster, exactly")
 
 
 def slow_dtype_message(dtype: torch.dtype, device: torch.device | str) -> str | None:
@@ -90,31 +100,18 @@ def slow_dtype_message(dtype: torch.dtype, device: torch.device | str) -> str | 
     return None
 
 
-def quantize_token_networks(pipe) -> None:
-    """Replace the ``nn.Linear`` layers of E_l, φ_e and φ_r by int8 dynamically quantised ones (CPU, fp32 weights).
-
-    The decoder is left alone: its time is in convolutions, which dynamic quantisation does not cover.
-    """
-    from torch.ao.quantization import quantize_dynamic
-
-    for name in _TOKEN_NETWORKS:
-        network = getattr(pipe, name)
-        if network.device.type != "cpu" or network.dtype != torch.float32:
-            raise ValueError(f"int8 dynamic quantisation needs fp32 networks on the CPU, {name} is "
-                             f"{network.dtype} on {network.device}")
-        with warnings.catch_warnings():  # torch.ao's deprecation notices (still the fastest CPU int8 path here)
-            warnings.simplefilter("ignore", UserWarning)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            quantize_dynamic(network, {nn.Linear}, dtype=torch.qint8, inplace=True)
-
-
-def optimize_pipeline(pipe, dtype: str | torch.dtype = "auto", compile: bool = False) -> InferenceMode:
+def optimize_pipeline(pipe, dtype: str | torch.dtype = "auto", compile: bool = False,
+                      engine: str = "auto") -> InferenceMode:
     """Put ``pipe`` (already on its device) in the fastest mode for that device, or in ``dtype``; returns the mode.
 
     ``"auto"`` follows :func:`choose_mode`; an explicit dtype is applied as asked (with a warning where it is known
-    to be slow). ``compile=True`` also compiles the networks (see :func:`compile_networks`). The change is in place;
-    a quantised pipeline cannot be saved or moved to another device.
+    to be slow). ``engine="openvino"`` runs the networks through OpenVINO (fp32 on the CPU only; ImportError when
+    it is not installed), ``"torch"`` never does, ``"auto"`` where :func:`choose_mode` picks it. ``compile=True``
+    also compiles the networks (see :func:`compile_networks`; torch engine only). The change is in place; an
+    OpenVINO pipeline keeps its torch weights (it saves as before) but cannot move to another device.
     """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     device = pipe._execution_device
     if dtype == "auto":
         mode = choose_mode(device)
@@ -123,11 +120,19 @@ def optimize_pipeline(pipe, dtype: str | torch.dtype = "auto", compile: bool = F
         message = slow_dtype_message(dtype, device)
         if message:
             warnings.warn(message, stacklevel=2)
-        mode = InferenceMode(dtype, False, "asked for")
+        mode = InferenceMode(dtype, "torch", "asked for")
+    if engine == "openvino" and dtype == "auto":  # OpenVINO's exact mode is fp32, whatever auto would pick
+        mode = InferenceMode(torch.float32, engine, "the openvino engine asked for (fp32, exact)")
+    elif engine != "auto" and engine != mode.engine:
+        mode = InferenceMode(mode.dtype, engine, f"{mode.reason}; the {engine} engine asked for")
+    if mode.engine == "openvino" and (mode.dtype != torch.float32 or torch.device(device).type != "cpu"):
+        raise ValueError(f"the OpenVINO engine runs fp32 on the CPU, not {mode.dtype} on {device}")
+    if mode.engine == "openvino" and compile:
+        raise ValueError("compile is for the torch engine; OpenVINO compiles the networks itself")
     for name in ("vqvae", *_TOKEN_NETWORKS):
         getattr(pipe, name).to(dtype=mode.dtype)  # diffusers' empty keep-in-fp32 warning: filtered in __init__
-    if mode.quantize_linear:
-        quantize_token_networks(pipe)
+    if mode.engine == "openvino":
+        use_openvino(pipe)
     if compile:
         compile_networks(pipe)
     return mode

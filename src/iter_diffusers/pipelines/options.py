@@ -3,3 +3,4 @@ pipeline's own checks before it loads anything."""
 
 COLOR_FIXES = ("wavelet", "adain")  # see color_fix.py
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")  # see image_io.postprocess
+ENGINES = ("auto", "torch", "openvino")  # see acceleration.optimize_pipeline

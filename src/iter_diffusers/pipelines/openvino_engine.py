@@ -1,0 +1,181 @@
+"""Run a pipeline's networks through OpenVINO in fp32: the exact accelerated mode (``iter-sr --engine openvino``).
+
+OpenVINO (``pip install iter-diffusers[openvino]``) compiles E_l, φ_e, φ_r and the VQGAN decoder into its own CPU
+kernels; with ``INFERENCE_PRECISION_HINT=f32`` and no fp16 compression the outputs stay within float rounding of
+torch fp32 (the tests bound them by 1e-4, and the tokens are identical). Everything else (the VQ code search, the
+scheduler's draws, the colour fix) stays in torch, so the random stream is the same as torch's.
+
+Each network is converted once per set of weights and OpenVINO version, with dynamic batch and spatial sizes (any
+image size, no reconversion), and saved as OpenVINO IR under ``<HF assets cache>/iter-diffusers/openvino/<key>``;
+the key hashes the weights, the config and the OpenVINO version. Later processes read the IR and compile it (well
+under a second); OpenVINO's own compiled-blob cache sits beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from huggingface_hub import constants
+from torch import nn
+
+from ..models.outputs import ITERLatentLogitsOutput, ITERLogitsOutput
+
+__all__ = ["openvino_available", "use_openvino", "cache_dir", "OPENVINO_NETWORKS"]
+
+#: The networks :func:`use_openvino` moves, by pipeline component (the VQGAN's decoder only).
+OPENVINO_NETWORKS = ("encoder", "evaluator", "refiner", "decoder")
+
+
+def openvino_available() -> bool:
+    """Whether OpenVINO is installed (found, not imported: importing it takes a while)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def cache_dir() -> Path:
+    return Path(constants.HF_ASSETS_CACHE) / "iter-diffusers" / "openvino"
+
+
+class _EncoderLogits(nn.Module):
+    """E_l as one tensor in, its logits out (what the pipeline reads)."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, sample):
+        return self.encoder(sample).logits
+
+
+class _TokenLogits(nn.Module):
+    """φ_e or φ_r with positional inputs: tokens, S_l and, for φ_r, the two masks."""
+
+    def __init__(self, network, masks: bool):
+        super().__init__()
+        self.network, self.masks = network, masks
+
+    def forward(self, tokens, condition_tokens, visible_mask=None, trusted_mask=None):
+        if self.masks:
+            return self.network(tokens, condition_tokens, visible_mask=visible_mask, trusted_mask=trusted_mask).logits
+        return self.network(tokens, condition_tokens).logits
+
+
+def _example_inputs(pipe, name: str) -> tuple[torch.Tensor, ...]:
+    """Small inputs of the right kinds (the converted model takes any batch and size)."""
+    side = pipe.token_window * 2  # token grid of the example
+    tokens = torch.zeros(1, side, side, dtype=torch.long)
+    if name == "encoder":
+        return (torch.rand(1, 3, side * pipe.encoder.pixels_per_token, side * pipe.encoder.pixels_per_token),)
+    if name == "evaluator":
+        return tokens, tokens
+    if name == "refiner":
+        mask = torch.ones(1, side, side)
+        return tokens, tokens, mask, mask
+    return (torch.rand(1, pipe.vqvae.config.latent_channels, side, side),)
+
+
+def _traceable(pipe, name: str) -> nn.Module:
+    if name == "encoder":
+        return _EncoderLogits(pipe.encoder)
+    if name in ("evaluator", "refiner"):
+        return _TokenLogits(getattr(pipe, name), masks=name == "refiner")
+    return pipe.vqvae.decoder
+
+
+def _cache_key(module: nn.Module, config: dict, name: str) -> str:
+    import openvino
+
+    digest = hashlib.sha256(f"{name}|{openvino.__version__}|{json.dumps(config, sort_keys=True, default=str)}".encode())
+    for key, tensor in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:32]
+
+
+def _component_config(pipe, name: str) -> dict:
+    return dict((pipe.vqvae if name == "decoder" else getattr(pipe, name)).config)
+
+
+def _ir_path(pipe, name: str) -> Path:
+    """The IR of this network, converted and saved atomically on first use."""
+    import openvino
+
+    module = _traceable(pipe, name)
+    path = cache_dir() / _cache_key(module, _component_config(pipe, name), name) / f"{name}.xml"
+    if path.is_file():
+        return path
+    example = _example_inputs(pipe, name)
+    shapes = [openvino.PartialShape([-1] * t.ndim) for t in example]
+    # The trace warns at each Python branch on a size (Swin's padding and window clamp, diffusers' upsampling);
+    # the pipeline pads every token grid to a multiple of all windows, so the traced branches are the ones it takes.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        model = openvino.convert_model(module.eval(), example_input=example, input=shapes)
+    path.parent.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent.parent) as staging:
+        openvino.save_model(model, str(Path(staging) / path.name), compress_to_fp16=False)
+        try:
+            Path(staging).rename(path.parent)
+        except OSError:  # another process saved it first
+            if not path.is_file():
+                raise
+    return path
+
+
+class _CompiledNetwork:
+    """An OpenVINO compiled model called with torch tensors; returns torch tensors on the input's device."""
+
+    def __init__(self, path: Path, core):
+        self.model = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        arrays = [t.detach().cpu().contiguous().numpy() for t in inputs if t is not None]
+        result = self.model(arrays)[0]
+        return torch.from_numpy(result.copy())
+
+
+def use_openvino(pipe, networks: tuple[str, ...] = OPENVINO_NETWORKS) -> None:
+    """Route ``networks`` of ``pipe`` (fp32, on the CPU) through OpenVINO, in place.
+
+    The modules stay where they are (configs, ``save_pretrained`` and the weights are unchanged); only their
+    forward passes run in OpenVINO. Raises ImportError (with the install command) when OpenVINO is missing and
+    ValueError for a network that is not fp32 on the CPU.
+    """
+    try:
+        import openvino
+    except ImportError:
+        raise ImportError("the OpenVINO engine needs OpenVINO: pip install 'iter-diffusers[openvino]'") from None
+    unknown = sorted(set(networks) - set(OPENVINO_NETWORKS))
+    if unknown:
+        raise ValueError(f"unknown networks {unknown}; choose from {OPENVINO_NETWORKS}")
+    core = openvino.Core()
+    core.set_property({"CACHE_DIR": str(cache_dir() / "compiled")})
+    for name in networks:
+        module = pipe.vqvae.decoder if name == "decoder" else getattr(pipe, name)
+        parameter = next(module.parameters())
+        if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
+            raise ValueError(f"the OpenVINO engine runs fp32 networks on the CPU; {name} is {parameter.dtype} on "
+                             f"{parameter.device}")
+        compiled = _CompiledNetwork(_ir_path(pipe, name), core)
+        module.forward = _forward_for(name, compiled)
+
+
+def _forward_for(name: str, compiled: _CompiledNetwork):
+    """A replacement ``forward`` with the torch network's signature and output type."""
+    if name == "encoder":
+        def forward(sample, return_dict=True):
+            logits = compiled(sample)
+            return ITERLatentLogitsOutput(logits=logits) if return_dict else (logits,)
+    elif name in ("evaluator", "refiner"):
+        def forward(tokens, condition_tokens, visible_mask=None, trusted_mask=None, return_dict=True):
+            logits = compiled(tokens, condition_tokens, visible_mask, trusted_mask)
+            return ITERLogitsOutput(logits=logits) if return_dict else (logits,)
+    else:
+        def forward(quant):
+            return compiled(quant)
+    return forward
