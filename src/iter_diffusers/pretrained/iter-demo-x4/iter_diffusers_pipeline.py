@@ -77,6 +77,7 @@ def to_u8(array: np.ndarray) -> np.ndarray:
 
 COLOR_FIXES = ("wavelet", "adain")  # see color_fix.py
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")  # see image_io.postprocess
+ENGINES = ("auto", "torch", "openvino")  # see acceleration.optimize_pipeline
 
 # -------------------- iter_diffusers/pipelines/color_fix.py
 
