@@ -24,9 +24,21 @@ NATIVE_BF16 = acceleration.cpu_has_native_bf16()
 
 @pytest.fixture
 def cpu_kind(monkeypatch):
+    """Pretend to be a CPU with ``flags``, torch's kernels following them (AVX512 with avx512f, else AVX2)."""
     def use(flags):
         monkeypatch.setattr(acceleration, "cpu_flags", lambda: flags)
+        capability = "AVX512" if "avx512f" in flags else "AVX2"
+        monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     return use
+
+
+def test_torch_kernels_capped_to_avx2_count_as_no_native_bf16(cpu_kind, monkeypatch):
+    """ATEN_CPU_CAPABILITY=avx2 on an avx512_bf16 CPU (how this project measures the AVX2-only path): torch's bf16
+    is then emulated, so auto must not pick it."""
+    cpu_kind(AVX512_BF16)
+    assert acceleration.cpu_has_native_bf16()
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not acceleration.cpu_has_native_bf16() and choose_mode("cpu").dtype == torch.float32
 
 
 def test_the_mode_follows_the_cpu(cpu_kind, monkeypatch):

@@ -53,7 +53,10 @@ def cpu_capabilities() -> str:
 
 
 def cpu_has_native_bf16() -> bool:
-    return any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
+    """The CPU multiplies bf16 natively and torch uses its AVX-512 kernels (not capped, e.g. by
+    ``ATEN_CPU_CAPABILITY=avx2``, under which bf16 is as slow as on an AVX2-only CPU)."""
+    capped = torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "NO AVX", "AVX2")
+    return not capped and any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
 
 
 @dataclass(frozen=True)
