@@ -197,7 +197,7 @@ def modes_of(pipe: ITERPipeline, compile: bool) -> dict[str, ITERPipeline]:
         modes["bf16"] = copy.deepcopy(pipe)
         optimize_pipeline(modes["bf16"], "bfloat16")
     else:
-        print("bf16: left out (this CPU has no avx512_bf16/AMX)")
+        print("bf16: left out (no native bf16 here: no avx512_bf16/AMX, or torch's kernels capped below AVX-512)")
     if openvino_available():
         openvino = copy.deepcopy(pipe)
         started = time.perf_counter()
