@@ -209,53 +209,46 @@ def evaluate_pairs(
     return results
 
 
-def lpips_metric(linear_weights: str, vgg_weights: str):
-    """LPIPS-VGG v0.1 as ``f(pred_u8, gt_u8, crop_border) -> float``; an :class:`EvalError` when weights are missing."""
+def _paired_distance(model):
+    """A distance network on (B, 3, H, W) RGB in [0, 1] as ``f(pred_u8, gt_u8, crop_border) -> float``."""
     import torch
 
-    from ..training.losses import VGG16PerceptualLoss, VGGWeightsUnavailableError
     from .metrics import prepare_for_metric
+
+    def to_tensor(image: np.ndarray, crop_border: int) -> torch.Tensor:
+        rgb = prepare_for_metric(image, crop_border, test_y_channel=False) / 255.0
+        return torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
+
+    @torch.no_grad()
+    def score(pred: np.ndarray, gt: np.ndarray, crop_border: int) -> float:
+        return float(model(to_tensor(pred, crop_border), to_tensor(gt, crop_border)).flatten()[0])
+
+    return score
+
+
+def lpips_metric(linear_weights: str, vgg_weights: str):
+    """LPIPS-VGG v0.1 as ``f(pred_u8, gt_u8, crop_border) -> float``; an :class:`EvalError` when weights are missing."""
+    from ..training.losses import VGG16PerceptualLoss, VGGWeightsUnavailableError
 
     try:
         model = VGG16PerceptualLoss(distance="lpips", pretrained=vgg_weights, lpips_weights=linear_weights)
     except (VGGWeightsUnavailableError, ValueError, KeyError) as exc:
         raise EvalError(f"LPIPS unavailable: {exc}".splitlines()[0]) from exc
-
-    def to_tensor(image: np.ndarray, crop_border: int) -> torch.Tensor:
-        rgb = prepare_for_metric(image, crop_border, test_y_channel=False) / 255.0
-        return torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
-
-    @torch.no_grad()
-    def score(pred: np.ndarray, gt: np.ndarray, crop_border: int) -> float:
-        return float(model(to_tensor(pred, crop_border), to_tensor(gt, crop_border)))
-
-    return score
+    return _paired_distance(model)
 
 
 def squeeze_metric():
     """The LPIPS-style SqueezeNet distance as ``f(pred_u8, gt_u8, crop_border) -> float`` (RGB after the crop);
     an :class:`EvalError` when its weights cannot be had."""
-    import torch
-
     from ..conversion.state_dicts import ConversionError
     from ..download import DownloadError
     from ..offline_weights import squeeze_distance
-    from .metrics import prepare_for_metric
 
     try:
         model = squeeze_distance()
     except (ConversionError, DownloadError) as exc:
         raise EvalError(f"the LPIPS-style SqueezeNet distance is unavailable: {exc}".splitlines()[0]) from exc
-
-    def to_tensor(image: np.ndarray, crop_border: int) -> torch.Tensor:
-        rgb = prepare_for_metric(image, crop_border, test_y_channel=False) / 255.0
-        return torch.from_numpy(rgb).permute(2, 0, 1)[None].float()
-
-    @torch.no_grad()
-    def score(pred: np.ndarray, gt: np.ndarray, crop_border: int) -> float:
-        return float(model(to_tensor(pred, crop_border), to_tensor(gt, crop_border))[0])
-
-    return score
+    return _paired_distance(model)
 
 
 def clip_iqa_scorer(model_id_or_path: str):
