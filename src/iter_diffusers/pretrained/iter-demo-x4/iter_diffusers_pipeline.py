@@ -948,38 +948,33 @@ class ITERPipeline(HubCodeMixin, DiffusionPipeline):
             # the keep-mask of step t: B at an image's first executed step, then grown ∝ φ_e's judgement
             kept = scheduler.prepare_keep_mask(kept, t, evaluator_logits, generator=generators,
                                                mask_temperature=mask_temperature)
-            if return_intermediates:  # recorded per schedule step; __call__ returns the steps that ran
-                step_ran.append(bool(running.any()))
-            if not running.any():
+            ran = bool(running.any())
+            if ran:
+                # φ_r re-predicts the tokens of the executing images, then the scheduler draws their new map
+                logits = self.refiner(latents[on], lq_tokens[on], visible_mask=kept[on],
+                                      trusted_mask=trusted[on]).logits
+                latents = scheduler.step(logits, t, latents, generator=generators,
+                                         token_temperature=token_temperature).prev_sample
+                if callback_on_step_end is not None:
+                    available = {"latents": latents, "kept_mask": kept, "condition_tokens": lq_tokens,
+                                 "trusted_mask": trusted}
+                    callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
+                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
+                    latents = callback_outputs.pop("latents", latents)
+                    kept = callback_outputs.pop("kept_mask", kept)
+                # φ_e judges the tokens the next step starts from (after the callback, which may replace them);
+                # after the last step it would be wasted.
+                if i < num_inference_steps - 1:
+                    evaluator_logits[on] = self.evaluator(latents[on], lq_tokens[on]).logits.to(evaluator_logits.dtype)
+            else:
                 # a step that every image skips is no step: no network, no draw, no callback, and the progress
                 # bar no longer waits for it
                 progress_bar.total -= 1
-                progress_bar.refresh()
-                if return_intermediates:
-                    step_tokens.append(latents.clone())
-                    step_masks.append(trusted.cpu())
-                continue
-            # φ_r re-predicts the tokens of the executing images, then the scheduler draws their new map
-            logits = self.refiner(latents[on], lq_tokens[on], visible_mask=kept[on], trusted_mask=trusted[on]).logits
-            latents = scheduler.step(logits, t, latents, generator=generators,
-                                     token_temperature=token_temperature).prev_sample
-
-            if callback_on_step_end is not None:
-                available = {"latents": latents, "kept_mask": kept, "condition_tokens": lq_tokens,
-                             "trusted_mask": trusted}
-                callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
-                callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
-                latents = callback_outputs.pop("latents", latents)
-                kept = callback_outputs.pop("kept_mask", kept)
-
-            # φ_e judges the tokens the next step starts from (after the callback, which may replace them);
-            # after the last step it would be wasted.
-            if i < num_inference_steps - 1:
-                evaluator_logits[on] = self.evaluator(latents[on], lq_tokens[on]).logits.to(evaluator_logits.dtype)
-            if return_intermediates:
+            if return_intermediates:  # recorded per schedule step; __call__ returns the steps that ran
+                step_ran.append(ran)
                 step_tokens.append(latents.clone())
                 step_masks.append(torch.where(on[:, None, None], kept, trusted).cpu())
-            progress_bar.update()
+            progress_bar.update() if ran else progress_bar.refresh()
 
         # 3. decode
         crop = (slice(None), slice(None), slice(0, height * self.upscale_factor), slice(0, width * self.upscale_factor))
