@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-r"""Train ITER with 🤗 accelerate and 🤗 datasets: the Swin-VQGAN (stage I) or E_l, φ_e and φ_r (stages II/III).
+r"""Train ITER with 🤗 accelerate and 🤗 datasets: the Swin-VQGAN (stage I), E_l, φ_e and φ_r (stages II/III), or
+slimmer networks distilled from a trained pipeline.
 
     # stage I: the HQ Swin-VQGAN, from a model config (sizes) or a starting pipeline
     accelerate launch examples/train_iter.py --stage vqgan --model_config configs/iter_x4.json \
@@ -7,6 +8,9 @@ r"""Train ITER with 🤗 accelerate and 🤗 datasets: the Swin-VQGAN (stage I) 
     # stages II/III: E_l, φ_e, φ_r on the frozen VQGAN of a pipeline folder (or hub id)
     accelerate launch examples/train_iter.py --stage lq --pretrained_model_name_or_path out/vqgan \
         --train_data_dir photos/ --resolution 256 --output_dir out/iter-x4
+    # a slimmer VQGAN and/or E_l taught by a trained pipeline (same codebook: φ_e and φ_r are kept)
+    accelerate launch examples/train_iter.py --stage distill --pretrained_model_name_or_path out/iter-x4 \
+        --model_config configs/iter_x4_demo_slim.json --train_data_dir photos/ --resolution 128 --output_dir out/slim
 
 Every run ends with a complete ITERPipeline folder (``save_pretrained``) and a model card in --output_dir.
 See the README's training section for multi-GPU and CPU commands.
@@ -61,6 +65,7 @@ from iter_diffusers.training.losses import (
     frozen,
     generator_hinge_loss,
 )
+from iter_diffusers.training.distillation import DISTILLED_COMPONENTS, distillation_losses, init_from_teacher
 from iter_diffusers.training.objectives import decoder_restoration_losses, lq_stage_losses, vqgan_losses
 from iter_diffusers.utils.image_files import to_u8
 
@@ -221,7 +226,9 @@ def _add_output_args(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--stage", required=True, choices=["vqgan", "lq"], help="vqgan: stage I; lq: stages II/III")
+    p.add_argument("--stage", required=True, choices=["vqgan", "lq", "distill"],
+                   help="vqgan: stage I; lq: stages II/III; distill: slimmer VQGAN and/or E_l (--model_config) "
+                        "taught by the --pretrained_model_name_or_path pipeline")
     _add_model_args(p)
     _add_data_args(p)
     _add_optimisation_args(p)
@@ -238,6 +245,8 @@ def parse_args(argv=None):
                 "--pretrained_model_name_or_path, or pass a pretrained pipeline (e.g. the bundled demo model's folder)")
     if args.dataset_name is None and args.train_data_dir is None:
         p.error("pass --dataset_name or --train_data_dir")
+    if args.stage == "distill":
+        _check_distillation(p, args)
     args.train_components = tuple(c.strip() for c in args.train_components.split(",") if c.strip())
     unknown = set(args.train_components) - set(LQ_TRAINABLE)
     if unknown:
@@ -257,6 +266,17 @@ def parse_args(argv=None):
     if args.encoder_from_vqgan and "encoder" not in args.train_components:
         p.error("--encoder_from_vqgan without 'encoder' in --train_components would leave E_l untrained")
     return args
+
+
+def _check_distillation(p: argparse.ArgumentParser, args) -> None:
+    """--stage distill: a teacher pipeline, and students for some of DISTILLED_COMPONENTS only."""
+    if args.pretrained_model_name_or_path is None or args.model_config is None:
+        p.error("--stage distill needs the teacher (--pretrained_model_name_or_path) and the students' sizes "
+                f"(--model_config with {' and/or '.join(DISTILLED_COMPONENTS)})")
+    students = {name for name in model_configs(args) if not name.startswith("_")}
+    if not students & set(DISTILLED_COMPONENTS) or students - set(DISTILLED_COMPONENTS):
+        p.error(f"--stage distill: --model_config must define some of {DISTILLED_COMPONENTS} and nothing else "
+                f"(got {sorted(students) or 'nothing'}); φ_e and φ_r work on tokens and are kept as they are")
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -308,6 +328,8 @@ def load_components(args) -> dict:
             cls = saved_encoder_class(args) if name == "encoder" else cls
             components[name] = cls.from_pretrained(args.pretrained_model_name_or_path, subfolder=name,
                                                    revision=args.revision)
+        elif args.stage == "distill":
+            components[name] = distillation_student(args, name, configs[name])
         elif name in configs:
             components[name] = cls(**configs[name])
         else:
@@ -329,6 +351,24 @@ def load_components(args) -> dict:
     return components
 
 
+def load_teacher(args, name: str) -> torch.nn.Module:
+    """The teacher's network ``name`` (frozen, fp32) of a distillation run."""
+    cls = saved_encoder_class(args) if name == "encoder" else COMPONENT_CLASSES[name]
+    model = cls.from_pretrained(args.pretrained_model_name_or_path, subfolder=name, revision=args.revision)
+    return model.requires_grad_(False).eval()
+
+
+def distillation_student(args, name: str, config: dict) -> torch.nn.Module:
+    """A student: the teacher's config with --model_config's entries, started from every teacher tensor whose
+    name and shape it shares (see :mod:`iter_diffusers.training.distillation`)."""
+    teacher = load_teacher(args, name)
+    config = {key: value for key, value in {**teacher.config, **config}.items() if not key.startswith("_")}
+    student = type(teacher)(**config)
+    copied, total = init_from_teacher(student, teacher)
+    logger.info(f"distill: the student {name} starts from {copied} of its {total} tensors taken from the teacher")
+    return student
+
+
 def gan_judged(trained) -> str:
     """Whose image the LQ stage's E_l / φ_r discriminator judges: φ_r's when φ_r trains, else E_l's own (the
     decoder stage's is always the decoder's rendering of S_l)."""
@@ -338,6 +378,8 @@ def gan_judged(trained) -> str:
 def trained_names(args) -> list[str]:
     if args.stage == "vqgan":
         return ["vqvae"]
+    if args.stage == "distill":
+        return [name for name in DISTILLED_COMPONENTS if name in model_configs(args)]
     return ["vqvae" if name == "decoder" else name for name in args.train_components]
 
 
@@ -446,7 +488,7 @@ def run_validation(pipeline, pairs, args, accelerator, step) -> dict:
         rows.append([lq, sr, hq])
     prefix = "val/reconstruction_" if args.stage == "vqgan" else "val/"
     metrics = {f"{prefix}psnr": float(np.mean(psnrs)), f"{prefix}ssim": float(np.mean(ssims))}
-    grid = image_grid([row if args.stage == "lq" else row[1:] for row in rows])
+    grid = image_grid([row if args.stage != "vqgan" else row[1:] for row in rows])
     folder = Path(args.output_dir) / "validation"
     folder.mkdir(parents=True, exist_ok=True)
     PIL.Image.fromarray(grid).save(folder / f"step_{step:06d}.png")
@@ -549,6 +591,7 @@ class TrainingRun:
     train_loader: object = None
     emas: dict = field(default_factory=dict)
     restarter: DeadCodeRestarter | None = None
+    teachers: dict = field(default_factory=dict)  # --stage distill: the frozen teacher's VQGAN and E_l
 
 
 def generator_step(run: TrainingRun, hq: torch.Tensor, lq: torch.Tensor, global_step: int):
@@ -559,7 +602,11 @@ def generator_step(run: TrainingRun, hq: torch.Tensor, lq: torch.Tensor, global_
     """
     args, accelerator, discriminator = run.args, run.accelerator, run.discriminator
     with frozen(discriminator), accelerator.autocast():
-        if args.stage == "vqgan":
+        if args.stage == "distill":
+            gan_on = False
+            loss, terms = distillation_losses(run.trained, run.teachers["vqvae"], run.teachers["encoder"], lq, hq)
+            fake = None
+        elif args.stage == "vqgan":
             gan_on = discriminator is not None and global_step >= args.gan_start_step
             loss, terms, fake = vqgan_losses(
                 run.trained["vqvae"], hq, discriminator=discriminator if gan_on else None, perceptual=run.perceptual,
@@ -651,6 +698,8 @@ def set_training_modes(components: dict, trained: dict, args, accelerator) -> No
     if trains_decoder_only(args):  # the tokeniser stays as it is: E_l, φ_e and φ_r were trained on its tokens
         for part in (components["vqvae"].encoder, components["vqvae"].quantize):
             part.requires_grad_(False).eval()
+    if args.stage == "distill" and "vqvae" in trained:  # the teacher's codebook: every token keeps its meaning
+        components["vqvae"].quantize.requires_grad_(False).eval()
 
 
 def prepare_run(args, accelerator, components: dict, trained: dict, train_set) -> tuple[TrainingRun, int]:
@@ -692,8 +741,10 @@ def prepare_run(args, accelerator, components: dict, trained: dict, train_set) -
         restarter = DeadCodeRestarter(accelerator.unwrap_model(trained["vqvae"]).quantize, args.codebook_restart_steps,
                                       torch.Generator().manual_seed(args.seed or 0))
         accelerator.register_for_checkpointing(restarter)  # usage counts and generator state resume exactly
+    teachers = {name: load_teacher(args, name).to(accelerator.device) for name in DISTILLED_COMPONENTS} \
+        if args.stage == "distill" else {}
     run = TrainingRun(args, accelerator, components, trained, discriminator, perceptual, params, optimizer,
-                      lr_scheduler, disc_optimizer, train_loader, emas, restarter)
+                      lr_scheduler, disc_optimizer, train_loader, emas, restarter, teachers)
     return run, max_steps
 
 
@@ -739,6 +790,9 @@ def train(args):
     accelerator = make_accelerator(args)
     components = load_components(args)
     scale = components["encoder"].config.scale_factor
+    if args.stage == "distill" and accelerator.num_processes > 1:
+        raise SystemExit("error: --stage distill runs in one process only (the students are called through methods "
+                         "such as render and encode, which a distributed wrapper would not synchronise)")
     if args.stage == "lq" and "decoder" in args.train_components and accelerator.num_processes > 1:
         raise SystemExit("error: --train_components decoder runs in one process only (the decoder is called "
                          "through its render method, which a distributed wrapper would not synchronise)")
@@ -851,7 +905,12 @@ def assemble_pipeline(components, trained, accelerator) -> ITERPipeline:
 
 def losses_summary(args, commitment_beta: float) -> str:
     """The loss terms a stage actually optimised, with their weights (terms of weight 0 are left out)."""
-    if args.stage == "vqgan":
+    if args.stage == "distill":
+        trained = set(trained_names(args))
+        weighted = [("L1 to the teacher decoder's images of the HQ tokens and of S_l", "vqvae" in trained),
+                    ("MSE to the teacher VQGAN encoder's latents", "vqvae" in trained),
+                    ("MSE to the teacher E_l's latents", "encoder" in trained)]
+    elif args.stage == "vqgan":
         weighted = [(f"VQ (β {commitment_beta})", 0 if args.vqgan_decoder_only else 1), ("L1", args.l1_weight),
                     ("perceptual", args.perceptual_weight),
                     ("1 − SSIM", args.ssim_weight), (f"hinge GAN from step {args.gan_start_step}", args.gan_weight)]
@@ -898,7 +957,7 @@ def write_model_card(pipeline, args, names, degradation, metrics, history, steps
     card = trained_model_card(
         pipeline, title=f"ITER x{pipeline.upscale_factor} ({args.stage} stage, trained with iter-diffusers)",
         description="Trained with `examples/train_iter.py`. The validation grid shows "
-                    + ("LQ | output | HQ." if args.stage == "lq" else "VQGAN reconstruction | HQ."),
+                    + ("VQGAN reconstruction | HQ." if args.stage == "vqgan" else "LQ | output | HQ."),
         training=training, metrics=metrics, base_model=None if not args.pretrained_model_name_or_path else
         (args.pretrained_model_name_or_path if not os.path.isdir(args.pretrained_model_name_or_path) else None),
         datasets=[args.dataset_name] if args.dataset_name else None, repo_id=args.hub_model_id, images=images,
