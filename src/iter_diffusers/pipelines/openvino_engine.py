@@ -127,16 +127,28 @@ def _ir_path(pipe, name: str) -> Path:
     return path
 
 
-class _CompiledNetwork:
-    """An OpenVINO compiled model called with torch tensors; returns torch tensors on the input's device."""
+#: The networks that run at the output resolution: their OpenVINO buffers are freed after each call.
+_FULL_RESOLUTION = ("encoder", "decoder")
 
-    def __init__(self, path: Path, core):
+
+class _CompiledNetwork:
+    """An OpenVINO compiled model called with torch tensors; returns torch tensors on the input's device.
+
+    ``release_memory``: free OpenVINO's intermediate buffers after each call. Left alone, each compiled network
+    keeps the buffers of its largest call, so E_l's and the decoder's full-resolution activations would be held
+    side by side for the whole run (measured: 2.69 GB peak against 2.08 GB on the 800×600 default path).
+    """
+
+    def __init__(self, path: Path, core, release_memory: bool = False):
         self.model = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        self.release_memory = release_memory
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         arrays = [t.detach().cpu().contiguous().numpy() for t in inputs if t is not None]
-        result = self.model(arrays)[0]
-        return torch.from_numpy(result.copy())
+        result = torch.from_numpy(self.model(arrays)[0].copy())
+        if self.release_memory:
+            self.model.release_memory()
+        return result
 
 
 def use_openvino(pipe, networks: tuple[str, ...] = OPENVINO_NETWORKS) -> None:
@@ -161,7 +173,7 @@ def use_openvino(pipe, networks: tuple[str, ...] = OPENVINO_NETWORKS) -> None:
         if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
             raise ValueError(f"the OpenVINO engine runs fp32 networks on the CPU; {name} is {parameter.dtype} on "
                              f"{parameter.device}")
-        compiled = _CompiledNetwork(_ir_path(pipe, name), core)
+        compiled = _CompiledNetwork(_ir_path(pipe, name), core, release_memory=name in _FULL_RESOLUTION)
         module.forward = _forward_for(name, compiled)
 
 
