@@ -72,9 +72,10 @@ def test_help_keeps_the_example_line_breaks(capsys):
         script.parse_args(["--help"])
     lines = capsys.readouterr().out.splitlines()
     launches = [i for i, line in enumerate(lines) if "accelerate launch" in line]
-    assert len(launches) == 2, lines[:12]
+    documented = (script.__doc__ or "").count("accelerate launch")
+    assert documented >= 2 and len(launches) == documented, lines[:12]
     for i in launches:  # each launch continues on the next line, as in the docstring
-        assert lines[i].endswith(" \\") and lines[i + 1].lstrip().startswith("--train_data_dir"), lines[i:i + 2]
+        assert lines[i].endswith(" \\") and lines[i + 1].lstrip().startswith("--"), lines[i:i + 2]
 
 
 def cpu_example() -> str:
