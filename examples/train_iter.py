@@ -778,7 +778,7 @@ def after_step(run: TrainingRun, global_step: int, loss, terms: dict, history: d
         accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
     if val_pairs and global_step % args.validation_steps == 0 and accelerator.is_main_process:
         with ema_weights(run.emas, run.trained, accelerator):
-            pipeline = assemble_pipeline(run.components, run.trained, accelerator)
+            pipeline = assemble_pipeline(run)
             history["validation"] = run_validation(pipeline, val_pairs, args, accelerator, global_step)
         history["validated_at"] = global_step
     return logs
@@ -862,7 +862,7 @@ def finish(run: TrainingRun, names, degradation, val_pairs, history: dict, globa
     if accelerator.is_main_process:
         for name, ema in run.emas.items():
             ema.copy_to(accelerator.unwrap_model(run.trained[name]).parameters())
-        pipeline = assemble_pipeline(run.components, run.trained, accelerator)
+        pipeline = assemble_pipeline(run)
         metrics = history["validation"]
         if val_pairs and history["validated_at"] != global_step:  # the final weights, unless just validated
             metrics = run_validation(pipeline, val_pairs, args, accelerator, global_step)
@@ -896,11 +896,22 @@ class ema_weights:
             ema.restore(model.parameters())
 
 
-def assemble_pipeline(components, trained, accelerator) -> ITERPipeline:
-    parts = {name: accelerator.unwrap_model(trained[name]) if name in trained else components[name]
+PIPELINE_DEFAULTS = ("color_fix", "color_fix_levels", "num_inference_steps")
+
+
+def teacher_defaults(args) -> dict:
+    """--stage distill: the teacher's pipeline defaults (colour fix, T), which hold for the student as well, since
+    it reads and writes the same tokens; other stages start from the constructor's defaults."""
+    if args.stage != "distill":
+        return {}
+    index = ITERPipeline.load_config(args.pretrained_model_name_or_path, revision=args.revision)
+    return {key: index[key] for key in PIPELINE_DEFAULTS if key in index}
+
+
+def assemble_pipeline(run: TrainingRun) -> ITERPipeline:
+    parts = {name: run.accelerator.unwrap_model(run.trained[name]) if name in run.trained else run.components[name]
              for name in ("vqvae", *LQ_COMPONENTS)}
-    pipeline = ITERPipeline(**parts, scheduler=components["scheduler"])
-    return pipeline
+    return ITERPipeline(**parts, scheduler=run.components["scheduler"], **teacher_defaults(run.args))
 
 
 def losses_summary(args, commitment_beta: float) -> str:

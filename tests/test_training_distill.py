@@ -1,6 +1,7 @@
 """--stage distill: slimmer networks that learn the teacher pipeline's outputs, with its codebook and φ_e, φ_r kept."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -57,8 +58,14 @@ def test_distill_stage_slims_the_vqgan_and_keeps_the_codebook_and_the_token_netw
     config = tmp_path / "slim.json"
     config.write_text(json.dumps({"_comment": "test", "vqvae": {"base_channels": 4, "channel_multipliers": [1, 4, 4, 8]},
                                   "encoder": {"blocks_per_stage": 1}}))
+    teacher_dir = tmp_path / "teacher"  # with defaults of its own, which the student must keep
+    shutil.copytree(converted_dir, teacher_dir)
+    defaults = {"color_fix": "wavelet", "color_fix_levels": 2, "num_inference_steps": 3}
+    index = json.loads((teacher_dir / "model_index.json").read_text())
+    (teacher_dir / "model_index.json").write_text(json.dumps(index | defaults))
     out = tmp_path / "slim"
-    launch("--stage", "distill", *common(converted_dir, photos, out, 2), "--model_config", config)
+    launch("--stage", "distill", *common(teacher_dir, photos, out, 2), "--model_config", config)
+    assert {k: json.loads((out / "model_index.json").read_text())[k] for k in defaults} == defaults
     for name in ("evaluator", "refiner"):
         start, saved = _weights(converted_dir, name), _weights(out, name)
         assert all(torch.equal(start[k], saved[k]) for k in start), name
