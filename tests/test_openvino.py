@@ -52,6 +52,25 @@ def test_openvino_matches_torch_fp32_at_every_size(converted_dir, ov_cache):
     assert len(list(ov_cache.glob("*/*.xml"))) == 4  # one IR per network, whatever the sizes
 
 
+def test_each_input_shape_runs_its_own_static_compile(converted_dir, ov_cache, monkeypatch):
+    """A call runs the IR compiled for its exact shapes (so OpenVINO plans and reuses its buffers); the last few
+    shapes stay compiled, and every one gives torch's output."""
+    import openvino
+
+    pipe = ITERPipeline.from_pretrained(converted_dir)
+    network = openvino_engine._CompiledNetwork(openvino_engine._ir_path(pipe, "decoder"), openvino.Core(),
+                                               release_memory=True)
+    monkeypatch.setattr(openvino_engine, "_SHAPES_KEPT", 2)
+    side, channels = pipe.token_window * 2, pipe.vqvae.config.latent_channels
+    for n, (h, w) in enumerate([(side, side), (side, 2 * side), (2 * side, side), (side, side)]):
+        z = torch.randn(1, channels, h, w, generator=seeded(n))
+        with torch.no_grad():
+            torch.testing.assert_close(network(z), pipe.vqvae.decoder(z), atol=1e-4, rtol=0)
+    assert list(network.compiled) == [((1, channels, 2 * side, side),), ((1, channels, side, side),)]
+    for shapes, model in network.compiled.items():
+        assert [tuple(port.get_partial_shape().to_shape()) for port in model.inputs] == list(shapes)
+
+
 def test_converted_networks_are_cached_by_weights_and_version(converted_dir, ov_cache, monkeypatch):
     first, second = _pair(converted_dir)
     use_openvino(first)

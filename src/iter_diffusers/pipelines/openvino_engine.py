@@ -7,8 +7,9 @@ scheduler's draws, the colour fix) stays in torch, so the random stream is the s
 
 Each network is converted once per set of weights and OpenVINO version, with dynamic batch and spatial sizes (any
 image size, no reconversion), and saved as OpenVINO IR under ``<HF assets cache>/iter-diffusers/openvino/<key>``;
-the key hashes the weights, the config and the OpenVINO version. Later processes read the IR and compile it (well
-under a second); OpenVINO's own compiled-blob cache sits beside it.
+the key hashes the weights, the config and the OpenVINO version. Calls run the IR compiled for their exact input
+shapes (well under a second per new shape; static shapes let OpenVINO reuse its buffers), and OpenVINO's own
+compiled-blob cache sits beside the IR.
 """
 
 from __future__ import annotations
@@ -130,9 +131,17 @@ def _ir_path(pipe, name: str) -> Path:
 #: The networks that run at the output resolution: their OpenVINO buffers are freed after each call.
 _FULL_RESOLUTION = ("encoder", "decoder")
 
+#: Compiled input shapes kept per network: a tiled image has at most four run shapes (corner, two edges, centre).
+_SHAPES_KEPT = 4
+
 
 class _CompiledNetwork:
-    """An OpenVINO compiled model called with torch tensors; returns torch tensors on the input's device.
+    """An OpenVINO network called with torch tensors; returns torch tensors on the input's device.
+
+    The IR has dynamic sizes, but each call runs a copy compiled for its exact input shapes (about half a second
+    the first time a shape comes, from OpenVINO's blob cache after that). With static shapes OpenVINO plans and
+    reuses its buffers: on an 800×600 default-path tile, E_l's peak memory fell from 942 to 652 MB and the
+    decoder's from 721 to 440 MB against the dynamic-shape compile (AVX2, outputs the same within float rounding).
 
     ``release_memory``: free OpenVINO's intermediate buffers after each call. Left alone, each compiled network
     keeps the buffers of its largest call, so E_l's and the decoder's full-resolution activations would be held
@@ -140,14 +149,25 @@ class _CompiledNetwork:
     """
 
     def __init__(self, path: Path, core, release_memory: bool = False):
-        self.model = core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-        self.release_memory = release_memory
+        self.path, self.core, self.release_memory = path, core, release_memory
+        self.compiled: dict[tuple, object] = {}  # input shapes -> compiled model, oldest first
+
+    def _for_shapes(self, arrays: list) -> object:
+        shapes = tuple(array.shape for array in arrays)
+        if shapes not in self.compiled:
+            if len(self.compiled) == _SHAPES_KEPT:
+                del self.compiled[next(iter(self.compiled))]
+            model = self.core.read_model(str(self.path))
+            model.reshape({port: list(shape) for port, shape in zip(model.inputs, shapes)})
+            self.compiled[shapes] = self.core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        return self.compiled[shapes]
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         arrays = [t.detach().cpu().contiguous().numpy() for t in inputs if t is not None]
-        result = torch.from_numpy(self.model(arrays)[0].copy())
+        model = self._for_shapes(arrays)
+        result = torch.from_numpy(model(arrays)[0].copy())
         if self.release_memory:
-            self.model.release_memory()
+            model.release_memory()
         return result
 
 
