@@ -20,6 +20,10 @@ import torch
 #: paper-size model on a GPU, and keeps the bundled model under 2 GB of peak RSS on any input on a CPU.
 AUTO_TILE_BUDGET = 1 << 30
 
+#: The narrowest full-resolution width the estimate of a run's memory counts (see
+#: ``ITERPipeline.activation_bytes_per_pixel``): below it, the parts that do not narrow dominate.
+MIN_ESTIMATED_WIDTH = 32
+
 
 def available_memory(device: torch.device) -> int | None:
     """Bytes a run can still take on ``device``: CUDA's free memory (with torch's unused reserve); on the host, /proc/meminfo's MemAvailable
