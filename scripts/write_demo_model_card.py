@@ -5,13 +5,16 @@
         --run data_cache/demo_run --data data_cache/demo_dataset_512 --eval data_cache/demo_eval.json
 
 The card states the data (sources and licences, from the data set's ``metadata.jsonl``), the recipe and time of
-the five training stages (their ``README.md`` and ``training_summary.json``), the measured quality (the JSON of
+the six training stages (their ``README.md`` and ``training_summary.json``), the measured quality (the JSON of
 ``scripts/evaluate_demo_model.py``) and the licence. Its figures are read from those records, not typed by hand.
+A stage whose run folder is gone (say, stages I–V when only stage VI was run again) keeps its record from the
+model's earlier card: ``--previous_card``.
 """
 
 import argparse
 import collections
 import json
+import re
 from pathlib import Path
 
 from iter_diffusers import ITERPipeline
@@ -25,7 +28,10 @@ downloaded offline) and 1000 adversarial steps it is far below the official rele
 `ITERUpsamplingEncoder`: the bicubic ×4 upscale, encoded by a copy of the VQGAN's encoder that was then trained
 to regress the VQGAN latents of the HQ image, and then with an adversarial loss on its own image. Last, the
 VQGAN's decoder (its encoder and codebook frozen, so no token changed) learnt to render E_l's tokens as the HQ
-image, with an adversarial loss, while still rendering the HQ image's own tokens. Its defaults
+image, with an adversarial loss, while still rendering the HQ image's own tokens. Last, a VQGAN and an E_l
+slimmer at the finest levels, where the default path spends its time (widths {widths} from the output resolution
+down), were distilled from that pipeline: they learnt its decoder's images and its encoders' latents on its
+codebook, so the tokens mean what they meant and φ_e, φ_r are unchanged. Its defaults
 were chosen on the tuning photos: {alpha} and the wavelet colour fix (`color_fix="{color_fix}"`,
 `color_fix_levels={levels}`: the input supplies colour and the coarse bands, the codebook the detail finer than
 about {period} output pixels). On held-out photos its output is about as faithful as bicubic (PSNR within a few
@@ -81,6 +87,50 @@ def stage_record(stage_dir: Path, summary: dict) -> str:
                       f"held-out validation: {validation or 'none'}"])
 
 
+STAGES = (  # (run folder, the stage as the card names it)
+    ("vqgan", "stage I (Swin-VQGAN, 128-px HQ crops)"),
+    ("encoder", "stage II (E_l from the VQGAN, latent regression; 128-px HQ crops, LQ from the light BSRGAN pipeline)"),
+    ("lq", "stage III (φ_e, φ_r on the frozen E_l; same crops and LQ)"),
+    ("encoder_gan", "stage IV (E_l again, latent regression + hinge GAN on its own image; same crops and LQ)"),
+    ("decoder_gan", "stage V (the VQGAN's decoder on E_l's tokens and the HQ tokens, + hinge GAN; encoder and "
+                    "codebook frozen)"),
+    ("distill", "stage VI (a slimmer VQGAN and E_l taught by stage V's pipeline; same crops and LQ, its codebook, "
+                "φ_e and φ_r)"),
+)
+
+
+def previous_records(card: Path | None) -> dict[str, tuple[str, float]]:
+    """{stage name: (record, minutes)} of the stages an earlier card of the model lists, with the minutes from the
+    record's steps and seconds per step (the rounded minutes it prints would add up wrong)."""
+    if card is None:
+        return {}
+    records = {}
+    for line in card.read_text(encoding="utf-8").splitlines():
+        for _, name in STAGES:
+            if line.startswith(f"- {name}: "):
+                record = line[len(name) + 4:]
+                timing = re.search(r"steps (\d+) ×.*?; ([\d.]+) s/step", record)
+                if timing is None:
+                    raise SystemExit(f"error: {card}: no steps and s/step in the record of {name}")
+                records[name] = (record, int(timing[1]) * float(timing[2]) / 60)
+    return records
+
+
+def stage_records(run: Path, previous: dict) -> dict[str, tuple[str, float]]:
+    """Every stage's (record, minutes): from its run folder, else from the earlier card."""
+    records = {}
+    for folder, name in STAGES:
+        summary_file = run / folder / "training_summary.json"
+        if summary_file.exists():
+            summary = read_json(summary_file)
+            records[name] = (stage_record(run / folder, summary), summary["steps"] * summary["seconds_per_step"] / 60)
+        elif name in previous:
+            records[name] = previous[name]
+        else:
+            raise SystemExit(f"error: no record of {name}: {summary_file} is missing and no --previous_card lists it")
+    return records
+
+
 def threshold_text(alpha: float) -> str:
     """The default α, and what it means when it switches the refinement off."""
     if alpha > 0:
@@ -99,33 +149,27 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="the bundled pipeline folder (the card is written into it)")
     parser.add_argument("--run", required=True,
-                        help="the training folder, with the vqgan/, encoder/, lq/, encoder_gan/ and decoder_gan/ stages")
+                        help="the training folder, with a subfolder per stage: " + ", ".join(f for f, _ in STAGES))
     parser.add_argument("--data", required=True, help="the data set folder (train/ and val/ with metadata.jsonl)")
     parser.add_argument("--eval", required=True, help="JSON written by scripts/evaluate_demo_model.py --json")
+    parser.add_argument("--previous_card", type=Path, default=None,
+                        help="an earlier card of this model: the records of stages whose run folders are gone")
     args = parser.parse_args()
 
     run = Path(args.run)
     evaluation = read_json(Path(args.eval))
+    records = stage_records(run, previous_records(args.previous_card))
     pipe = ITERPipeline.from_pretrained(args.model)
     data, licences, images = data_summary(Path(args.data))
     params = sum(p.numel() for part in (pipe.vqvae, pipe.encoder, pipe.evaluator, pipe.refiner)
                  for p in part.parameters()) / 1e6
-    stages = ("vqgan", "encoder", "lq", "encoder_gan", "decoder_gan")
-    summaries = {stage: read_json(run / stage / "training_summary.json") for stage in stages}
-    minutes = sum(s["steps"] * s["seconds_per_step"] for s in summaries.values()) / 60
+    minutes = sum(m for _, m in records.values())
     training = {
         "data": data,
-        "stage I (Swin-VQGAN, 128-px HQ crops)": stage_record(run / "vqgan", summaries["vqgan"]),
-        "stage II (E_l from the VQGAN, latent regression; 128-px HQ crops, LQ from the light BSRGAN pipeline)":
-            stage_record(run / "encoder", summaries["encoder"]),
-        "stage III (φ_e, φ_r on the frozen E_l; same crops and LQ)": stage_record(run / "lq", summaries["lq"]),
-        "stage IV (E_l again, latent regression + hinge GAN on its own image; same crops and LQ)":
-            stage_record(run / "encoder_gan", summaries["encoder_gan"]),
-        "stage V (the VQGAN's decoder on E_l's tokens and the HQ tokens, + hinge GAN; encoder and codebook frozen)":
-            stage_record(run / "decoder_gan", summaries["decoder_gan"]),
+        **{name: record for name, (record, _) in records.items()},
         "sampling defaults": f"{sampling_defaults(pipe)}; chosen on the tuning photos, never on the held-out ones",
         "total training time": f"{minutes:.0f} min on a 2-core CPU (no GPU)",
-        "reproduce": "`bash scripts/train_demo_model.sh` (data, the five stages, bundling, evaluation, this card)",
+        "reproduce": "`bash scripts/train_demo_model.sh` (data, the six stages, bundling, evaluation, this card)",
     }
     table = evaluation["table"] + (
         "\n\nHeld-out photos centre-cropped to ≤ 512 px and degraded ×4 by the `heldout` chain (blur, bicubic, noise, "
@@ -139,6 +183,8 @@ def main():
     card = trained_model_card(
         pipe, title="ITER ×4 demo model (iter-diffusers, trained on CPU)",
         description=DESCRIPTION.format(params=f"{params:.1f}", images=images, color_fix=pipe.config.color_fix,
+                                       widths="/".join(str(pipe.vqvae.config.base_channels * m)
+                                                       for m in pipe.vqvae.config.channel_multipliers),
                                        levels=pipe.config.color_fix_levels, alpha=alpha,
                                        period=2 ** (pipe.config.color_fix_levels + 1)),
         training=training,

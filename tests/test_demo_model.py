@@ -77,12 +77,13 @@ def _run_script(name: str, argv: list[str], monkeypatch) -> None:
     runpy.run_path(str(SCRIPTS / name), run_name="__main__")
 
 
-def test_demo_model_card_is_written_from_the_records(converted_dir, tmp_path, monkeypatch):
-    """scripts/write_demo_model_card.py: data, the five stages, time, the measured table and the licence, all read
-    from what training and evaluation wrote (here: made-up records on the tiny converted pipeline)."""
-    model = tmp_path / "model"
-    shutil.copytree(converted_dir, model)
-    for stage, steps in (("vqgan", 100), ("encoder", 200), ("lq", 300), ("encoder_gan", 100), ("decoder_gan", 100)):
+STAGE_STEPS = (("vqgan", 100), ("encoder", 200), ("lq", 300), ("encoder_gan", 100), ("decoder_gan", 100),
+               ("distill", 200))
+
+
+def _card_records(tmp_path: Path, stages) -> dict:
+    """Made-up training records of ``stages`` and a data set, and the writer's arguments for them."""
+    for stage, steps in stages:
         (tmp_path / "run" / stage).mkdir(parents=True)
         summary = {"steps": steps, "seconds_per_step": 0.6, "first": {"loss": 2.0}, "last": {"loss": 1.0},
                    "validation": {"val/psnr": 21.234}}
@@ -91,25 +92,62 @@ def test_demo_model_card_is_written_from_the_records(converted_dir, tmp_path, mo
         (tmp_path / "run" / stage / "README.md").write_text(stage_card)
     for split, rows in (("train", [("opencv", "Apache-2.0 AND BSD-3-Clause (OpenCV)")] * 3),
                         ("val", [("kodak", "Kodak: unrestricted use")])):
-        (tmp_path / "data" / split).mkdir(parents=True)
+        (tmp_path / "data" / split).mkdir(parents=True, exist_ok=True)
         lines = [json.dumps({"file_name": f"{i}.png", "source": s, "licence": lic}) for i, (s, lic) in enumerate(rows)]
         (tmp_path / "data" / split / "metadata.jsonl").write_text("\n".join(lines) + "\n")
-    table = "| set | method | PSNR (Y) ↑ |\n|---|---|---|\n| held-out | bicubic | 23.92 |"
-    (tmp_path / "eval.json").write_text(json.dumps({"table": table}))
-    _run_script("write_demo_model_card.py", ["--model", str(model), "--run", str(tmp_path / "run"), "--data",
-                                             str(tmp_path / "data"), "--eval", str(tmp_path / "eval.json")],
+    (tmp_path / "eval.json").write_text(json.dumps({"table": CARD_TABLE}))
+    return ["--run", str(tmp_path / "run"), "--data", str(tmp_path / "data"), "--eval", str(tmp_path / "eval.json")]
+
+
+CARD_TABLE = "| set | method | PSNR (Y) ↑ |\n|---|---|---|\n| held-out | bicubic | 23.92 |"
+
+
+def test_demo_model_card_is_written_from_the_records(converted_dir, tmp_path, monkeypatch):
+    """scripts/write_demo_model_card.py: data, the six stages, time, the measured table and the licence, all read
+    from what training and evaluation wrote (here: made-up records on the tiny converted pipeline)."""
+    model = tmp_path / "model"
+    shutil.copytree(converted_dir, model)
+    _run_script("write_demo_model_card.py", ["--model", str(model), *_card_records(tmp_path, STAGE_STEPS)],
                 monkeypatch)
     card = (model / "README.md").read_text()
-    assert "license: apache-2.0" in card and table in card
+    assert "license: apache-2.0" in card and CARD_TABLE in card
     assert "3 training photos (3 opencv), 1 held out (1 kodak)" in card
-    assert "steps 100 × batch 8; losses L1 vqgan; 0.60 s/step (1 min)" in card
-    assert "steps 200 × batch 8; losses L1 encoder; 0.60 s/step (2 min)" in card
-    assert "steps 300 × batch 8; losses L1 lq; 0.60 s/step (3 min)" in card and "stage: lq" not in card
-    assert "steps 100 × batch 8; losses L1 encoder_gan; 0.60 s/step (1 min)" in card
-    assert "steps 100 × batch 8; losses L1 decoder_gan; 0.60 s/step (1 min)" in card
-    assert "total training time: 8 min" in card
+    for stage, steps in STAGE_STEPS:
+        assert f"steps {steps} × batch 8; losses L1 {stage}; 0.60 s/step ({steps * 0.6 / 60:.0f} min)" in card
+    assert "stage: lq" not in card
+    assert "total training time: 10 min" in card
     assert "Apache-2.0 AND BSD-3-Clause; Kodak: unrestricted use" in card
     assert "psnr 21.2" in card
+    widths = "/".join(map(str, _widths(model)))
+    assert f"widths {widths} from the output resolution" in card.replace("\n", " ")
+
+
+def _widths(model: Path) -> list[int]:
+    config = json.loads((model / "vqvae" / "config.json").read_text())
+    return [config["base_channels"] * m for m in config["channel_multipliers"]]
+
+
+def test_demo_model_card_keeps_the_earlier_records_of_stages_not_run_again(converted_dir, tmp_path, monkeypatch):
+    """Stage VI run again alone: stages I–V keep their records (and minutes) from the model's earlier card; a stage
+    found in neither place stops the writer before it writes anything."""
+    model = tmp_path / "model"
+    shutil.copytree(converted_dir, model)
+    first = tmp_path / "first"
+    _run_script("write_demo_model_card.py", ["--model", str(model), *_card_records(first, STAGE_STEPS)], monkeypatch)
+    previous = tmp_path / "previous_card.md"
+    shutil.copy(model / "README.md", previous)
+    (model / "README.md").unlink()
+    again = tmp_path / "again"
+    arguments = ["--model", str(model), *_card_records(again, [("distill", 1000)])]
+    with pytest.raises(SystemExit, match="no record of stage I .*no --previous_card lists it"):
+        _run_script("write_demo_model_card.py", arguments, monkeypatch)
+    assert not (model / "README.md").exists()
+    _run_script("write_demo_model_card.py", [*arguments, "--previous_card", str(previous)], monkeypatch)
+    card = (model / "README.md").read_text()
+    for stage, steps in STAGE_STEPS[:-1]:
+        assert f"steps {steps} × batch 8; losses L1 {stage}; 0.60 s/step" in card
+    assert "steps 1000 × batch 8; losses L1 distill; 0.60 s/step (10 min)" in card
+    assert "total training time: 18 min" in card  # 8 min of stages I–V and 10 of the new stage VI
 
 
 def test_comparison_strip_aligns_the_crops():
