@@ -3,7 +3,8 @@
 # comparison image on a CPU machine:
 #   bash scripts/train_demo_model.sh
 # Steps and batch sizes can be overridden:
-#   VQ_STEPS=... ENCODER_STEPS=... LQ_STEPS=... GAN_STEPS=... DECODER_STEPS=... BATCH=... bash scripts/train_demo_model.sh
+#   VQ_STEPS=... ENCODER_STEPS=... LQ_STEPS=... GAN_STEPS=... DECODER_STEPS=... DISTILL_STEPS=... BATCH=... \
+#     bash scripts/train_demo_model.sh
 # Everything it downloads or writes goes under data_cache/ (git-ignored) except the final model folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,7 @@ ENCODER_STEPS=${ENCODER_STEPS:-2000}
 LQ_STEPS=${LQ_STEPS:-3000}
 GAN_STEPS=${GAN_STEPS:-500}
 DECODER_STEPS=${DECODER_STEPS:-500}
+DISTILL_STEPS=${DISTILL_STEPS:-1000}
 BATCH=${BATCH:-8}
 COLOR_FIX_LEVELS=${COLOR_FIX_LEVELS:-2}      # sampling defaults (step 8)
 STEPS=${STEPS:-4}
@@ -82,13 +84,26 @@ $LAUNCH --stage lq --pretrained_model_name_or_path "$WORK/encoder_gan" --model_c
   --checkpoints_total_limit 1 --validation_steps 100000 --seed 0 \
   --output_dir "$WORK/decoder_gan" --resume_from_checkpoint latest
 
-# 7. Bundle the pipeline (weights, configs) into the package.
-TARGET=src/iter_diffusers/pretrained/iter-demo-x4
-rm -rf "$TARGET" && mkdir -p "$TARGET"
-cp -r "$WORK/decoder_gan"/{model_index.json,vqvae,encoder,evaluator,refiner,scheduler} "$TARGET"/
-[ -f "$WORK/decoder_gan/validation_grid.png" ] && cp "$WORK/decoder_gan/validation_grid.png" "$TARGET"/
+# 7. Stage VI: a VQGAN and an E_l slimmer at the finest levels (configs/iter_x4_demo_slim.json), taught by stage V's
+#    pipeline: L1 to its decoder's images of the HQ tokens and of S_l, MSE to its VQGAN encoder's and E_l's latents.
+#    The codebook is the teacher's and frozen, so the tokens keep their meaning and φ_e, φ_r are copied unchanged.
+#    Those levels run at the output resolution, where the default path spends its time.
+$LAUNCH --stage distill --pretrained_model_name_or_path "$WORK/decoder_gan" --model_config configs/iter_x4_demo_slim.json \
+  --train_data_dir "$DATA/train" --validation_data_dir "$DATA/tune" --validation_resolution 256 --resolution 128 \
+  --train_batch_size "$BATCH" --max_train_steps "$DISTILL_STEPS" --learning_rate 4e-4 --lr_scheduler cosine \
+  --lr_warmup_steps 50 --perceptual_weight 0 --checkpointing_steps 250 --checkpoints_total_limit 1 \
+  --validation_steps 100000 --seed 0 --output_dir "$WORK/distill" --resume_from_checkpoint latest
 
-# 8. The sampling defaults, chosen on the 4 tuning photos (never on the held-out ones) by comparing variants
+# 8. Bundle the pipeline (weights, configs) into the package; the model's card so far is kept for step 10, which
+#    takes from it the records of stages whose run folders are gone.
+TARGET=src/iter_diffusers/pretrained/iter-demo-x4
+[ -f "$TARGET/README.md" ] && cp "$TARGET/README.md" "$WORK/previous_card.md"
+rm -rf "$TARGET" && mkdir -p "$TARGET"
+cp -r "$WORK/distill"/{model_index.json,vqvae,encoder,evaluator,refiner,scheduler} "$TARGET"/
+[ -f "$WORK/distill/validation_grid.png" ] && cp "$WORK/distill/validation_grid.png" "$TARGET"/
+python scripts/refresh_folder_code.py "$TARGET"
+
+# 9. The sampling defaults, chosen on the 4 tuning photos (never on the held-out ones) by comparing variants
 #    (wavelet levels 1-3, α 0 and 0.7, T 4 and 8; before stage IV also token temperatures 0.1 and 1):
 #    python scripts/evaluate_demo_model.py --model "$WORK/decoder_gan" --set tune="$DATA/tune" --variant NAME='{...}'
 #    With stage V's decoder 2 levels stay: 27.82 dB / edge sharpness 0.455, against 25.94 / 0.605 for 3 levels
@@ -99,9 +114,9 @@ cp -r "$WORK/decoder_gan"/{model_index.json,vqvae,encoder,evaluator,refiner,sche
 python scripts/set_pipeline_defaults.py "$TARGET" --color_fix wavelet --color_fix_levels "${COLOR_FIX_LEVELS}" \
   --token_temperature "${TOKEN_TEMPERATURE}" --mask_threshold "${MASK_THRESHOLD}" --num_inference_steps "${STEPS}"
 
-# 9. Measure it against bicubic on held-out photos (the data set's val split and the photos of Debian's
-#    plasma-workspace-wallpapers, reserved for evaluation), with the training degradations and a chain no training
-#    uses, plus real LQ photos when present; draw the README comparison; write the model card.
+# 10. Measure it against bicubic on held-out photos (the data set's val split and the photos of Debian's
+#     plasma-workspace-wallpapers, reserved for evaluation), with the training degradations and a chain no training
+#     uses, plus real LQ photos when present; draw the README comparison; write the model card.
 HELDOUT=data_cache/heldout_plasma
 [ -f "$HELDOUT/metadata.jsonl" ] || python scripts/build_heldout_set.py --output_dir "$HELDOUT"
 REAL_ARGS=()
@@ -111,5 +126,8 @@ python scripts/evaluate_demo_model.py --model "$TARGET" --set val="$DATA/val" --
   --outputs "$WORK/evaluation_outputs" --comparison docs/images/demo_comparison.png \
   --comparison_image plasma/plasma_ColorfulCups --comparison_image plasma/plasma_FallenLeaf \
   --comparison_image plasma/plasma_Path --comparison_image val/skimage_coffee
-python scripts/write_demo_model_card.py --model "$TARGET" --run "$WORK" --data "$DATA" --eval "$WORK/evaluation.json"
+PREVIOUS_ARGS=()
+[ -f "$WORK/previous_card.md" ] && PREVIOUS_ARGS=(--previous_card "$WORK/previous_card.md")
+python scripts/write_demo_model_card.py --model "$TARGET" --run "$WORK" --data "$DATA" --eval "$WORK/evaluation.json" \
+  "${PREVIOUS_ARGS[@]}"
 echo "bundled model in $TARGET"
