@@ -23,7 +23,7 @@ setup(
     package_dir={"": "src"},
     packages=find_packages("src"),
     include_package_data=True,
-    package_data={"iter_diffusers": ["data/*.npz", "data/*.md", "pretrained/*/*.json", "pretrained/*/*.md",
+    package_data={"iter_diffusers": ["data/*.npz", "data/*.md", "data/*.png", "pretrained/*/*.json", "pretrained/*/*.md",
                                      "pretrained/*/*.png", "pretrained/*/*.py", "pretrained/*/*/*"]},
     python_requires=">=3.10",
     install_requires=[
@@ -45,8 +45,9 @@ setup(
         # iter-sr-app, the web demo. Every gradio release (6.31, the newest, included) requires pillow<13, so this
         # extra moves an installed Pillow 13 back to 12.x; nothing of ours caps Pillow (the rest works with 13).
         "app": ["gradio>=6.0"],
-        # --engine openvino: exact fp32, faster than torch's on CPUs without native bf16 (the auto choice there)
-        "openvino": ["openvino>=2025.1"],
+        # --engine openvino: exact fp32, faster than torch's; with NNCF, --dtype int8 (the auto choice on CPUs
+        # without native bf16)
+        "openvino": ["openvino>=2025.1", "nncf>=3.0"],
     },
     entry_points={
         "console_scripts": [

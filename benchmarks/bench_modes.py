@@ -43,6 +43,7 @@ import torch
 from iter_diffusers import DEMO_MODEL_PATH, ITERPipeline
 from iter_diffusers.pipelines.acceleration import choose_mode, cpu_capabilities, cpu_has_native_bf16, optimize_pipeline
 from iter_diffusers.pipelines.openvino_engine import openvino_available, use_openvino
+from iter_diffusers.pipelines.openvino_int8 import int8_available
 
 ROOT = Path(__file__).parents[1]
 PAPER_CONFIG = ROOT / "configs" / "iter_x4.json"
@@ -191,7 +192,8 @@ def official_with_our_weights(repo: Path):
 
 def modes_of(pipe: ITERPipeline, compile: bool) -> dict[str, ITERPipeline]:
     """Our modes, each on its own copy of ``pipe``: exact fp32, bf16 (only where the CPU computes it natively:
-    elsewhere it is hundreds of times slower), fp32 through OpenVINO (when installed), and the compiled auto mode."""
+    elsewhere it is hundreds of times slower), fp32 and int8 through OpenVINO (when installed), and the compiled
+    auto mode."""
     modes = {"fp32 (exact)": pipe}
     if cpu_has_native_bf16():
         modes["bf16"] = copy.deepcopy(pipe)
@@ -207,6 +209,15 @@ def modes_of(pipe: ITERPipeline, compile: bool) -> dict[str, ITERPipeline]:
         modes["fp32 on OpenVINO"] = openvino
     else:
         print("fp32 on OpenVINO: left out (pip install 'iter-diffusers[openvino]')")
+    if int8_available():
+        int8 = copy.deepcopy(pipe)
+        started = time.perf_counter()
+        use_openvino(int8, int8=True)
+        print(f"int8 decoder on OpenVINO: calibrated and quantised (or read from the cache) in "
+              f"{time.perf_counter() - started:.1f} s")
+        modes["OpenVINO, int8 decoder"] = int8
+    else:
+        print("OpenVINO, int8 decoder: left out (needs OpenVINO and NNCF: pip install 'iter-diffusers[openvino]')")
     if compile:
         compiled = copy.deepcopy(pipe)
         optimize_pipeline(compiled, "auto", compile=True)

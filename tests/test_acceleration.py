@@ -46,9 +46,16 @@ def test_the_mode_follows_the_cpu(cpu_kind, monkeypatch):
     mode = choose_mode("cpu")
     assert (mode.dtype, mode.engine) == (torch.bfloat16, "torch") and "bf16" in mode.reason
     cpu_kind(AVX2_ONLY)
+    monkeypatch.setattr(acceleration, "int8_available", lambda: True)
+    mode = choose_mode("cpu")
+    assert (mode.dtype, mode.engine, mode.int8, mode.name) == (torch.float32, "openvino", True,
+                                                               "float32 on OpenVINO, int8 decoder")
+    assert "--dtype float32 is exact" in mode.reason
+    monkeypatch.setattr(acceleration, "int8_available", lambda: False)
     monkeypatch.setattr(acceleration, "openvino_available", lambda: True)
     mode = choose_mode("cpu")
-    assert (mode.dtype, mode.engine, mode.name) == (torch.float32, "openvino", "float32 on OpenVINO")
+    assert (mode.dtype, mode.engine, mode.int8, mode.name) == (torch.float32, "openvino", False, "float32 on OpenVINO")
+    assert "pip install nncf adds the faster int8 decoder" in mode.reason
     monkeypatch.setattr(acceleration, "openvino_available", lambda: False)
     mode = choose_mode("cpu")
     assert (mode.dtype, mode.engine, mode.name) == (torch.float32, "torch", "float32")
@@ -59,11 +66,16 @@ def test_the_mode_follows_the_cpu(cpu_kind, monkeypatch):
 def test_the_engine_switch(pipe, cpu_kind, monkeypatch):
     """engine="torch" keeps torch where auto would pick OpenVINO; OpenVINO refuses what it cannot run."""
     cpu_kind(AVX2_ONLY)
-    monkeypatch.setattr(acceleration, "openvino_available", lambda: True)
+    monkeypatch.setattr(acceleration, "int8_available", lambda: True)
     ran = []
-    monkeypatch.setattr(acceleration, "use_openvino", lambda p: ran.append(p))
-    assert optimize_pipeline(pipe, "auto", engine="torch").engine == "torch" and ran == []
-    assert optimize_pipeline(pipe, "float32", engine="openvino").engine == "openvino" and ran == [pipe]
+    monkeypatch.setattr(acceleration, "use_openvino", lambda p, int8: ran.append((p, int8)))
+    mode = optimize_pipeline(pipe, "auto", engine="torch")  # auto would pick int8 on OpenVINO
+    assert (mode.engine, mode.int8) == ("torch", False) and ran == []
+    assert optimize_pipeline(pipe, "float32", engine="openvino").engine == "openvino" and ran == [(pipe, False)]
+    assert optimize_pipeline(pipe, "int8").int8 and ran[-1] == (pipe, True)
+    assert optimize_pipeline(pipe, "auto", engine="openvino").int8 is False  # the engine alone: exact fp32
+    with pytest.raises(ValueError, match="int8 mode runs on the OpenVINO engine"):
+        optimize_pipeline(pipe, "int8", engine="torch")
     assert optimize_pipeline(pipe, "float32").engine == "torch"  # an explicit dtype alone stays torch, exact
     cpu_kind(AVX512_BF16)  # auto would pick bf16; the OpenVINO engine takes fp32 instead
     assert optimize_pipeline(pipe, "auto", engine="openvino").dtype == torch.float32 == pipe.refiner.dtype

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from iter_diffusers.pipelines.openvino_engine import openvino_available
+from iter_diffusers.pipelines.openvino_int8 import int8_available
 
 ROOT = Path(__file__).parents[1]
 
@@ -23,6 +24,8 @@ def test_bench_modes_prints_every_section():
     # the OpenVINO row where it is installed (the README's test command installs it), else a line saying so
     assert ("| fp32 on OpenVINO |" in out) == openvino_available()
     assert ("fp32 on OpenVINO: left out" in out) != openvino_available()
+    assert ("| OpenVINO, int8 decoder |" in out) == int8_available()  # and the int8 decoder where NNCF is too
+    assert ("OpenVINO, int8 decoder: left out" in out) != int8_available()
     assert "## agreement with our fp32" in out and "## growth with the input side" in out
     assert out.count("| iter_x4_tiny, fp32 |") == 2
 

@@ -97,6 +97,20 @@ def test_converted_networks_are_cached_by_weights_and_version(converted_dir, ov_
     assert openvino_engine._cache_key(first.refiner, dict(first.refiner.config), "refiner") not in saved
 
 
+def test_the_cache_key_ignores_diffusers_private_config_entries(converted_dir):
+    """The same network loaded from another folder, or built in another process (diffusers'
+    ``_use_default_values`` list comes from a set, so its order changes), keeps its key."""
+    first, second = _pair(converted_dir)
+    second.refiner.register_to_config(_name_or_path="/elsewhere",
+                                      _use_default_values=["b", "a"], _class_name="ITERRefinementTransformer")
+    keys = [openvino_engine._cache_key(p.refiner, openvino_engine._component_config(p, "refiner"), "refiner")
+            for p in (first, second)]
+    assert keys[0] == keys[1]
+    second.refiner.register_to_config(swin_depth=second.refiner.config.swin_depth + 1)  # an architecture entry
+    assert openvino_engine._cache_key(second.refiner, openvino_engine._component_config(second, "refiner"),
+                                      "refiner") != keys[0]
+
+
 def test_the_engine_refuses_what_it_cannot_run(converted_dir, ov_cache):
     pipe = ITERPipeline.from_pretrained(converted_dir)
     with pytest.raises(ValueError, match="unknown networks"):

@@ -17,7 +17,7 @@ from .inputs import IMAGE_EXTENSIONS
 
 DEFAULT_SUFFIX = "_x{scale}"
 DEFAULT_SEED = 123
-DTYPES = ("auto", "float32", "float16", "bfloat16")
+DTYPES = ("auto", "float32", "float16", "bfloat16", "int8")
 
 DESCRIPTION = """\
 Super-resolve images with ITER (Chen et al., AAAI 2024).
@@ -196,11 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     compute.add_argument("--tile_padding", type=_tile_padding, default=16,
                          help="LQ pixels of context around each tile (default: %(default)s)")
     compute.add_argument("--dtype", default="auto", choices=DTYPES,
-                         help="auto: the fastest mode measured for the device (bf16 on CPUs with avx512_bf16/AMX, "
-                              "fp32 through OpenVINO when installed on other CPUs, else fp32; bf16/fp16 on CUDA); "
-                              "float32 is exact, as the official code (default: %(default)s)")
+                         help="auto: the fastest mode measured for the device (bf16 on CPUs with avx512_bf16/AMX; "
+                              "on other CPUs int8 when OpenVINO and NNCF are installed, else fp32 through "
+                              "OpenVINO when it is, else fp32; bf16/fp16 on CUDA); int8: the networks on OpenVINO "
+                              "with the decoder in int8, calibrated once per model (exact tokens, lossy rendering; "
+                              "CPU); float32 is exact, as the official code (default: %(default)s)")
     compute.add_argument("--engine", default="auto", choices=ENGINES,
-                         help="what runs the networks: openvino (fp32 on the CPU, exact; pip install "
+                         help="what runs the networks: openvino (fp32 on the CPU, exact, or --dtype int8; pip install "
                               "'iter-diffusers[openvino]'), torch, or auto: openvino where --dtype auto picks it "
                               "(default: %(default)s)")
     compute.add_argument("--compile", action="store_true",

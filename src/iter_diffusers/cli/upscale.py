@@ -239,7 +239,7 @@ def _setup(args, console: Console, processes: Processes):
     if not inputs:
         raise UsageError("no input images")
     device = resolve_device(args.device, processes)
-    if args.dtype != "auto":
+    if args.dtype not in ("auto", "int8"):
         message = slow_dtype_message(getattr(torch, args.dtype), device)
         if message:
             console.warning(message)
@@ -248,11 +248,11 @@ def _setup(args, console: Console, processes: Processes):
             pipe = load_pipeline(args.model, args.dtype, device, args.quiet or not processes.is_main)
     else:
         pipe = load_pipeline(args.model, args.dtype, device, args.quiet)
-    if args.dtype == "auto" or args.compile or args.engine == "openvino":
+    if args.dtype in ("auto", "int8") or args.compile or args.engine == "openvino":
         try:
             mode = optimize_pipeline(pipe, args.dtype, args.compile, engine=args.engine)
         except (ImportError, ValueError) as error:
-            raise UsageError(f"--engine {args.engine}: {one_line(error)}") from None
+            raise UsageError(f"--dtype {args.dtype} --engine {args.engine}: {one_line(error)}") from None
         if processes.is_main:
             console.info(f"computing in {mode.name}{' (compiled)' if args.compile else ''}: {mode.reason}")
     scale = int(pipe.upscale_factor)

@@ -5,12 +5,14 @@ convolutions run hundreds of times slower than fp32. So the mode is chosen from 
 
 * CUDA: bf16 where the GPU computes it natively, else fp16.
 * CPU with ``avx512_bf16`` or AMX: bf16 weights and activations.
-* Other CPUs: fp32, through OpenVINO when it is installed (``pip install iter-diffusers[openvino]``: exact, and
-  1.2-1.3x faster than torch fp32 on the paper-size model; :mod:`.openvino_engine`), else torch fp32.
+* Other CPUs: with OpenVINO and NNCF installed (``pip install iter-diffusers[openvino]``), the networks on
+  OpenVINO with the decoder in int8 (:mod:`.openvino_int8`: the tokens exact, the rendering lossy); with OpenVINO
+  alone, fp32 through OpenVINO (exact, :mod:`.openvino_engine`); else torch fp32. Speed-ups: docs/benchmarks.md.
 
 torch.ao's int8 dynamic quantisation, the earlier choice for AVX2-only CPUs, is deprecated; its successor torchao
-(0.18, ``Int8DynamicActivationInt8WeightConfig``) measured 0.98x of fp32 on these CPUs, and OpenVINO's int8
-compressed weights do not run on AVX2-only CPUs (docs/benchmarks.md), so the fast mode there is now exact.
+(0.18, ``Int8DynamicActivationInt8WeightConfig``) measured 0.98x of fp32 on these CPUs, and NNCF's int8-compressed
+weights (int8 weights, float activations) do not run on OpenVINO's AVX2 kernels; NNCF's static quantisation
+(int8 weights and activations) does.
 
 Whatever the mode, the VQ code search, the softmaxes of φ_e and φ_r and every random draw stay in fp32 (the
 networks and the scheduler cast to fp32 there), so the tokens move only where the networks' logits move.
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import torch
 
 from .openvino_engine import openvino_available, use_openvino
+from .openvino_int8 import int8_available
 from .options import ENGINES
 
 #: ``/proc/cpuinfo`` flags that mean the CPU multiplies bf16 natively.
@@ -62,14 +65,17 @@ def cpu_has_native_bf16() -> bool:
 @dataclass(frozen=True)
 class InferenceMode:
     """How a pipeline computes: the weights' dtype, the engine that runs the networks (``"torch"`` or
-    ``"openvino"``), and why."""
+    ``"openvino"``), why, and whether OpenVINO runs the decoder in int8."""
 
     dtype: torch.dtype
     engine: str
     reason: str
+    int8: bool = False
 
     @property
     def name(self) -> str:
+        if self.int8:
+            return "float32 on OpenVINO, int8 decoder"
         return str(self.dtype).removeprefix("torch.") + (" on OpenVINO" if self.engine == "openvino" else "")
 
 
@@ -84,11 +90,16 @@ def choose_mode(device: torch.device | str) -> InferenceMode:
         return InferenceMode(torch.float32, "torch", f"{device.type}: no measured faster mode, fp32")
     if cpu_has_native_bf16():
         return InferenceMode(torch.bfloat16, "torch", "the CPU computes bf16 natively (avx512_bf16/AMX)")
+    no_bf16 = "the CPU has no native bf16 (bf16 would be far slower)"
+    if int8_available():
+        return InferenceMode(torch.float32, "openvino", f"{no_bf16}: OpenVINO with an int8 decoder, the fastest "
+                                                        "measured there (exact tokens, lossy rendering; --dtype "
+                                                        "float32 is exact)", int8=True)
     if openvino_available():
-        return InferenceMode(torch.float32, "openvino", "the CPU has no native bf16 (bf16 would be far slower): "
-                                                        "fp32 through OpenVINO, exact and faster than torch's")
-    return InferenceMode(torch.float32, "torch", "the CPU has no native bf16 (bf16 would be far slower): fp32; "
-                                                 "pip install 'iter-diffusers[openvino]' runs it faster, exactly")
+        return InferenceMode(torch.float32, "openvino", f"{no_bf16}: fp32 through OpenVINO, exact and faster than "
+                                                        "torch's; pip install nncf adds the faster int8 decoder")
+    return InferenceMode(torch.float32, "torch", f"{no_bf16}: fp32; pip install 'iter-diffusers[openvino]' runs "
+                                                 "it faster")
 
 
 def slow_dtype_message(dtype: torch.dtype, device: torch.device | str) -> str | None:
@@ -108,8 +119,10 @@ def optimize_pipeline(pipe, dtype: str | torch.dtype = "auto", compile: bool = F
     """Put ``pipe`` (already on its device) in the fastest mode for that device, or in ``dtype``; returns the mode.
 
     ``"auto"`` follows :func:`choose_mode`; an explicit dtype is applied as asked (with a warning where it is known
-    to be slow). ``engine="openvino"`` runs the networks through OpenVINO (fp32 on the CPU only; ImportError when
-    it is not installed), ``"torch"`` never does, ``"auto"`` where :func:`choose_mode` picks it. ``compile=True``
+    to be slow); ``"int8"`` runs the networks on OpenVINO with the decoder in int8 (CPU only; ImportError without
+    OpenVINO and NNCF).
+    ``engine="openvino"`` runs the networks through OpenVINO (fp32 unless ``dtype="int8"``, on the CPU only;
+    ImportError when it is not installed), ``"torch"`` never does, ``"auto"`` where :func:`choose_mode` picks it. ``compile=True``
     also compiles the networks (see :func:`compile_networks`; torch engine only). The change is in place; an
     OpenVINO pipeline keeps its torch weights (it saves as before) but cannot move to another device.
     """
@@ -118,6 +131,10 @@ def optimize_pipeline(pipe, dtype: str | torch.dtype = "auto", compile: bool = F
     device = pipe._execution_device
     if dtype == "auto":
         mode = choose_mode(device)
+    elif dtype == "int8":
+        if engine == "torch":
+            raise ValueError("the int8 mode runs on the OpenVINO engine, not torch")
+        mode = InferenceMode(torch.float32, "openvino", "the int8 decoder asked for (exact tokens, lossy rendering)", int8=True)
     else:
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         message = slow_dtype_message(dtype, device)
@@ -135,7 +152,7 @@ def optimize_pipeline(pipe, dtype: str | torch.dtype = "auto", compile: bool = F
     for name in ("vqvae", *_TOKEN_NETWORKS):
         getattr(pipe, name).to(dtype=mode.dtype)  # diffusers' empty keep-in-fp32 warning: filtered in __init__
     if mode.engine == "openvino":
-        use_openvino(pipe)
+        use_openvino(pipe, int8=mode.int8)
     if compile:
         compile_networks(pipe)
     return mode

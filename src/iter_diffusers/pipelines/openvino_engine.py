@@ -80,6 +80,11 @@ def _example_inputs(pipe, name: str) -> tuple[torch.Tensor, ...]:
     return (torch.rand(1, pipe.vqvae.config.latent_channels, side, side),)
 
 
+def network_module(pipe, name: str) -> nn.Module:
+    """The torch module of one of :data:`OPENVINO_NETWORKS` (the decoder is the VQGAN's)."""
+    return pipe.vqvae.decoder if name == "decoder" else getattr(pipe, name)
+
+
 def _traceable(pipe, name: str) -> nn.Module:
     if name == "encoder":
         return _EncoderLogits(pipe.encoder)
@@ -99,7 +104,10 @@ def _cache_key(module: nn.Module, config: dict, name: str) -> str:
 
 
 def _component_config(pipe, name: str) -> dict:
-    return dict((pipe.vqvae if name == "decoder" else getattr(pipe, name)).config)
+    """The architecture's config entries: diffusers' private ones (``_name_or_path``, ``_use_default_values``,
+    a list whose order changes from process to process, ...) would give the same network another key."""
+    config = (pipe.vqvae if name == "decoder" else getattr(pipe, name)).config
+    return {key: value for key, value in config.items() if not key.startswith("_")}
 
 
 def _ir_path(pipe, name: str) -> Path:
@@ -151,6 +159,12 @@ class _CompiledNetwork:
     def __init__(self, path: Path, core, release_memory: bool = False):
         self.path, self.core, self.release_memory = path, core, release_memory
         self.compiled: dict[tuple, object] = {}  # input shapes -> compiled model, oldest first
+        self.recorded: list | None = None  # when a list, every call's inputs are appended (int8 calibration)
+
+    def use_ir(self, path: Path) -> None:
+        """Run another IR of the same network from now on (its int8 version)."""
+        self.path = path
+        self.compiled.clear()
 
     def _for_shapes(self, arrays: list) -> object:
         shapes = tuple(array.shape for array in arrays)
@@ -164,6 +178,8 @@ class _CompiledNetwork:
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         arrays = [t.detach().cpu().contiguous().numpy() for t in inputs if t is not None]
+        if self.recorded is not None:
+            self.recorded.append([array.copy() for array in arrays])
         model = self._for_shapes(arrays)
         result = torch.from_numpy(model(arrays)[0].copy())
         if self.release_memory:
@@ -171,12 +187,13 @@ class _CompiledNetwork:
         return result
 
 
-def use_openvino(pipe, networks: tuple[str, ...] = OPENVINO_NETWORKS) -> None:
+def use_openvino(pipe, networks: tuple[str, ...] = OPENVINO_NETWORKS, int8: bool = False) -> None:
     """Route ``networks`` of ``pipe`` (fp32, on the CPU) through OpenVINO, in place.
 
     The modules stay where they are (configs, ``save_pretrained`` and the weights are unchanged); only their
-    forward passes run in OpenVINO. Raises ImportError (with the install command) when OpenVINO is missing and
-    ValueError for a network that is not fp32 on the CPU.
+    forward passes run in OpenVINO, through the compiled network each keeps as ``module.openvino_network``. ``int8=True`` then runs the decoder quantised to int8
+    (:mod:`.openvino_int8`; lossy, needs NNCF and all four networks on OpenVINO: the tokens stay exact). Raises ImportError (with the install
+    command) when OpenVINO or NNCF is missing and ValueError for a network that is not fp32 on the CPU.
     """
     try:
         import openvino
@@ -185,16 +202,26 @@ def use_openvino(pipe, networks: tuple[str, ...] = OPENVINO_NETWORKS) -> None:
     unknown = sorted(set(networks) - set(OPENVINO_NETWORKS))
     if unknown:
         raise ValueError(f"unknown networks {unknown}; choose from {OPENVINO_NETWORKS}")
+    if int8:
+        if importlib.util.find_spec("nncf") is None:
+            raise ImportError("the int8 mode needs NNCF: pip install 'iter-diffusers[openvino]'")
+        if set(networks) != set(OPENVINO_NETWORKS):
+            raise ValueError(f"the int8 mode runs all of {OPENVINO_NETWORKS} on OpenVINO (it calibrates on them)")
     core = openvino.Core()
     core.set_property({"CACHE_DIR": str(cache_dir() / "compiled")})
     for name in networks:
-        module = pipe.vqvae.decoder if name == "decoder" else getattr(pipe, name)
+        module = network_module(pipe, name)
         parameter = next(module.parameters())
         if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
             raise ValueError(f"the OpenVINO engine runs fp32 networks on the CPU; {name} is {parameter.dtype} on "
                              f"{parameter.device}")
-        compiled = _CompiledNetwork(_ir_path(pipe, name), core, release_memory=name in _FULL_RESOLUTION)
-        module.forward = _forward_for(name, compiled)
+        module.openvino_network = _CompiledNetwork(_ir_path(pipe, name), core,
+                                                   release_memory=name in _FULL_RESOLUTION)
+        module.forward = _forward_for(name, module.openvino_network)
+    if int8:
+        from .openvino_int8 import quantize_decoder
+
+        quantize_decoder(pipe)
 
 
 def _forward_for(name: str, compiled: _CompiledNetwork):

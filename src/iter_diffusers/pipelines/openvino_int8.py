@@ -1,0 +1,106 @@
+"""The VQGAN decoder in int8 on OpenVINO: the fast, lossy mode (``iter-sr --dtype int8``; ``--dtype auto`` on CPUs
+without native bf16 when NNCF is installed).
+
+NNCF's post-training quantisation gives the decoder int8 weights and int8 activations, their ranges calibrated on
+the latents it renders when the pipeline upscales two small photos shipped with the package
+(``data/calibration_*.png``). Only the decoder: on an AVX2 CPU it runs about twice as fast in int8, while φ_e and
+φ_r ran slower in int8 than in OpenVINO fp32 and moved 8–20 % of their argmax tokens, and E_l is a small part of the
+time (docs/benchmarks.md). So E_l, φ_e and φ_r stay fp32 on OpenVINO and **the tokens are those of the exact
+mode**; only their rendering is approximate.
+
+The int8 decoder is saved as OpenVINO IR in the same cache as the fp32 networks, under a key that hashes all four
+fp32 networks (the latents it is calibrated on come from the others), the NNCF version and the calibration recipe;
+the first call with a new model calibrates and quantises (seconds for the bundled model, about two minutes for the
+paper-size one), later processes read the IR.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["int8_available", "quantize_decoder", "CALIBRATION_IMAGES"]
+
+#: The calibration run: the photos (in ``iter_diffusers/data``), the call (the model's own defaults) and the seed.
+CALIBRATION_IMAGES = ("calibration_chelsea_lq.png", "calibration_astronaut_lq.png")
+CALIBRATION_CALL = {"tile_size": None, "output_type": "pt"}
+CALIBRATION_SEED = 0
+#: Bump when anything above or in :func:`_quantize` changes, so that cached int8 decoders are remade.
+RECIPE_VERSION = 1
+
+
+def int8_available() -> bool:
+    """Whether OpenVINO and NNCF are installed (found, not imported)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
+
+
+def calibration_images() -> list[torch.Tensor]:
+    """The shipped calibration photos as (1, 3, H, W) float tensors in [0, 1]."""
+    images = []
+    for name in CALIBRATION_IMAGES:
+        with resources.files("iter_diffusers.data").joinpath(name).open("rb") as file:
+            array = np.asarray(Image.open(file).convert("RGB"), dtype=np.float32) / 255.0
+        images.append(torch.from_numpy(array).permute(2, 0, 1)[None].contiguous())
+    return images
+
+
+def _int8_key(fp32_irs: dict[str, Path]) -> str:
+    import nncf
+
+    digest = hashlib.sha256(f"int8|nncf {nncf.__version__}|recipe {RECIPE_VERSION}|{CALIBRATION_CALL}".encode())
+    for name in sorted(fp32_irs):
+        digest.update(f"{name}={fp32_irs[name].parent.name}".encode())  # the fp32 IR's folder is its key
+    for name in CALIBRATION_IMAGES:
+        digest.update(resources.files("iter_diffusers.data").joinpath(name).read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def record_calibration_latents(pipe, decoder) -> list[list[np.ndarray]]:
+    """Upscale the calibration photos and keep every input that ``decoder`` (a ``_CompiledNetwork``) was given."""
+    decoder.recorded = []
+    try:
+        generator = torch.Generator().manual_seed(CALIBRATION_SEED)
+        with torch.no_grad():
+            for image in calibration_images():
+                pipe(image, generator=generator, **CALIBRATION_CALL)
+        return decoder.recorded
+    finally:
+        decoder.recorded = None
+
+
+def _quantize(fp32_ir: Path, inputs: list[list[np.ndarray]]):
+    import nncf
+    import openvino
+
+    model = openvino.Core().read_model(str(fp32_ir))
+    return nncf.quantize(model, nncf.Dataset(inputs), subset_size=len(inputs))
+
+
+def quantize_decoder(pipe) -> None:
+    """Run the decoder of ``pipe`` (all four networks already on OpenVINO fp32, by ``use_openvino``) from its int8
+    IR, calibrating and quantising it first if it is not cached."""
+    import openvino
+
+    from .openvino_engine import OPENVINO_NETWORKS, cache_dir, network_module
+
+    networks = {name: network_module(pipe, name).openvino_network for name in OPENVINO_NETWORKS}
+    path = cache_dir() / f"int8-{_int8_key({name: n.path for name, n in networks.items()})}" / "decoder.xml"
+    if not path.is_file():
+        inputs = record_calibration_latents(pipe, networks["decoder"])
+        model = _quantize(networks["decoder"].path, inputs)
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=path.parent.parent) as staging:
+            openvino.save_model(model, str(Path(staging) / path.name), compress_to_fp16=False)
+            try:
+                Path(staging).rename(path.parent)
+            except OSError:  # another process saved it first
+                if not path.is_file():
+                    raise
+    networks["decoder"].use_ir(path)
