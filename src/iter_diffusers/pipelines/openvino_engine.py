@@ -125,6 +125,15 @@ def _ir_path(pipe, name: str) -> Path:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         model = openvino.convert_model(module.eval(), example_input=example, input=shapes)
+    save_ir(model, path)
+    return path
+
+
+def save_ir(model, path: Path) -> None:
+    """Save an OpenVINO model as ``path`` (``<key>/<name>.xml``) atomically: written in a staging folder that is
+    renamed into place, so a crash leaves nothing half-written and two processes cannot mix their files."""
+    import openvino
+
     path.parent.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent.parent) as staging:
         openvino.save_model(model, str(Path(staging) / path.name), compress_to_fp16=False)
@@ -133,7 +142,6 @@ def _ir_path(pipe, name: str) -> Path:
         except OSError:  # another process saved it first
             if not path.is_file():
                 raise
-    return path
 
 
 #: The networks that run at the output resolution: their OpenVINO buffers are freed after each call.

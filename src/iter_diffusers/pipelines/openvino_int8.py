@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -86,21 +85,11 @@ def _quantize(fp32_ir: Path, inputs: list[list[np.ndarray]]):
 def quantize_decoder(pipe) -> None:
     """Run the decoder of ``pipe`` (all four networks already on OpenVINO fp32, by ``use_openvino``) from its int8
     IR, calibrating and quantising it first if it is not cached."""
-    import openvino
-
-    from .openvino_engine import OPENVINO_NETWORKS, cache_dir, network_module
+    from .openvino_engine import OPENVINO_NETWORKS, cache_dir, network_module, save_ir
 
     networks = {name: network_module(pipe, name).openvino_network for name in OPENVINO_NETWORKS}
     path = cache_dir() / f"int8-{_int8_key({name: n.path for name, n in networks.items()})}" / "decoder.xml"
     if not path.is_file():
         inputs = record_calibration_latents(pipe, networks["decoder"])
-        model = _quantize(networks["decoder"].path, inputs)
-        path.parent.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=path.parent.parent) as staging:
-            openvino.save_model(model, str(Path(staging) / path.name), compress_to_fp16=False)
-            try:
-                Path(staging).rename(path.parent)
-            except OSError:  # another process saved it first
-                if not path.is_file():
-                    raise
+        save_ir(_quantize(networks["decoder"].path, inputs), path)
     networks["decoder"].use_ir(path)
