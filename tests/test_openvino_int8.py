@@ -6,6 +6,7 @@ Needs ``pip install 'iter-diffusers[openvino]'`` (OpenVINO and NNCF; the README'
 without them every test here skips and says so.
 """
 
+import builtins
 import contextlib
 import io
 
@@ -66,7 +67,7 @@ def test_int8_bundled_model_stays_within_35_db_of_fp32_with_the_same_tokens(ov_c
 
 def test_the_int8_decoder_is_calibrated_once_and_cached(converted_dir, ov_cache, monkeypatch):
     """The first use calibrates on the shipped photos and saves an int8 IR (FakeQuantize nodes); a second pipeline
-    with the same weights reads it and computes the same; other weights in any network make a new one."""
+    with the same weights reads it, without importing NNCF, and computes the same; other weights in any network make a new one."""
     import openvino
 
     before = _int8_decoders(ov_cache)
@@ -81,8 +82,17 @@ def test_the_int8_decoder_is_calibrated_once_and_cached(converted_dir, ov_cache,
         raise AssertionError("quantised again")
 
     monkeypatch.setattr(openvino_int8, "_quantize", no_quantisation)
+    real_import = builtins.__import__
+
+    def no_nncf(name, *args, **kwargs):  # importing NNCF costs seconds of every process's start-up
+        if name.split(".")[0] == "nncf":
+            raise AssertionError("NNCF imported to read a cached int8 decoder")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_nncf)
     second = _loaded(converted_dir)
     use_openvino(second, int8=True)
+    monkeypatch.setattr(builtins, "__import__", real_import)
     x = torch.rand(1, 3, 16, 20, generator=seeded(0))
     kwargs = dict(num_inference_steps=4, mask_threshold=0.7, output_type="pt")
     torch.testing.assert_close(first(x, generator=seeded(), **kwargs).images,
