@@ -10,7 +10,7 @@ import torch
 from conftest import seeded
 from iter_diffusers import ITERPipeline
 from iter_diffusers.pipelines import openvino_engine
-from iter_diffusers.pipelines.openvino_engine import openvino_available, use_openvino
+from iter_diffusers.pipelines.openvino_engine import OPENVINO_NETWORKS, openvino_available, use_openvino
 
 # Checked without importing OpenVINO: imported while pytest collects (its output captured), it broke a later
 # test's output capture (test_cli_app) and the run.
@@ -73,8 +73,13 @@ def test_each_input_shape_runs_its_own_static_compile(converted_dir, ov_cache, m
 
 def test_converted_networks_are_cached_by_weights_and_version(converted_dir, ov_cache, monkeypatch):
     first, second = _pair(converted_dir)
-    use_openvino(first)
+    before = set(ov_cache.glob("*/*.xml"))
+    notices = []
+    use_openvino(first, notify=notices.append)
     saved = sorted(p.parent.name for p in ov_cache.glob("*/*.xml"))
+    converted = {p.stem for p in set(ov_cache.glob("*/*.xml")) - before}
+    # each conversion is announced before it starts (a large model's take minutes)
+    assert [n.split()[1] for n in notices] == [n for n in openvino_engine.OPENVINO_NETWORKS if n in converted]
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted again")
@@ -82,7 +87,8 @@ def test_converted_networks_are_cached_by_weights_and_version(converted_dir, ov_
     import openvino
 
     monkeypatch.setattr(openvino, "convert_model", no_conversion)
-    use_openvino(second)  # the same weights: read from the cache
+    use_openvino(second, notify=notices.append)  # the same weights: read from the cache, silently
+    assert len(notices) == len(converted)
     x = torch.rand(1, 3, 16, 16, generator=seeded(0))
     torch.testing.assert_close(first(x, generator=seeded(), output_type="pt").images,
                                second(x, generator=seeded(), output_type="pt").images, atol=0, rtol=0)
@@ -91,8 +97,9 @@ def test_converted_networks_are_cached_by_weights_and_version(converted_dir, ov_
     changed = ITERPipeline.from_pretrained(converted_dir)
     with torch.no_grad():
         changed.refiner.conv_out.bias += 1  # other weights: another key, converted anew
-    use_openvino(changed, ("refiner",))
+    use_openvino(changed, ("refiner",), notify=notices.append)
     assert len(list(ov_cache.glob("*/*.xml"))) == len(saved) + 1
+    assert notices[-1].startswith("converting refiner to OpenVINO, once for these weights")
     monkeypatch.setattr(openvino, "__version__", "0.0.0-other")  # another OpenVINO: another key too
     assert openvino_engine._cache_key(first.refiner, dict(first.refiner.config), "refiner") not in saved
 
@@ -150,5 +157,12 @@ def test_iter_sr_engine_openvino_gives_the_float32_picture(converted_dir, ov_cac
                          "--engine", engine, "--steps", "2", *extra]) == 0
         if engine == "openvino":
             assert "computing in float32 on OpenVINO" in err.getvalue()
+            # a fresh cache: each network's one-off conversion is announced before it starts
+            assert all(f"converting {name} to OpenVINO" in err.getvalue() for name in OPENVINO_NETWORKS)
         outputs[engine] = np.asarray(PIL.Image.open(tmp_path / engine / "in_x4.png")).astype(int)
     assert np.abs(outputs["openvino"] - outputs["torch"]).max() <= 1
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
+        assert main(["-i", str(tmp_path / "in.png"), "-o", str(tmp_path / "again"), "--model", str(converted_dir),
+                     "--engine", "openvino", "--steps", "2"]) == 0
+    assert "converting" not in err.getvalue()  # cached: nothing to announce

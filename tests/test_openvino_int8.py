@@ -72,8 +72,10 @@ def test_the_int8_decoder_is_calibrated_once_and_cached(converted_dir, ov_cache,
 
     before = _int8_decoders(ov_cache)
     first = _loaded(converted_dir)
-    use_openvino(first, int8=True)
+    notices = []
+    use_openvino(first, int8=True, notify=notices.append)
     saved = _int8_decoders(ov_cache) - before
+    assert any(n.startswith("calibrating the int8 decoder") for n in notices) == bool(saved)
     assert len(saved) <= 1 and network_module(first, "decoder").openvino_network.path.parent.name.startswith("int8-")
     path = network_module(first, "decoder").openvino_network.path
     assert "FakeQuantize" in {op.get_type_name() for op in openvino.Core().read_model(str(path)).get_ops()}
@@ -91,8 +93,10 @@ def test_the_int8_decoder_is_calibrated_once_and_cached(converted_dir, ov_cache,
 
     monkeypatch.setattr(builtins, "__import__", no_nncf)
     second = _loaded(converted_dir)
-    use_openvino(second, int8=True)
+    notices.clear()
+    use_openvino(second, int8=True, notify=notices.append)
     monkeypatch.setattr(builtins, "__import__", real_import)
+    assert notices == []  # nothing converted or calibrated: nothing announced
     x = torch.rand(1, 3, 16, 20, generator=seeded(0))
     kwargs = dict(num_inference_steps=4, mask_threshold=0.7, output_type="pt")
     torch.testing.assert_close(first(x, generator=seeded(), **kwargs).images,

@@ -250,7 +250,8 @@ def _setup(args, console: Console, processes: Processes):
         pipe = load_pipeline(args.model, args.dtype, device, args.quiet)
     if args.dtype in ("auto", "int8") or args.compile or args.engine == "openvino":
         try:
-            mode = optimize_pipeline(pipe, args.dtype, args.compile, engine=args.engine)
+            mode = optimize_pipeline(pipe, args.dtype, args.compile, engine=args.engine,
+                                     notify=console.info if processes.is_main else None)
         except (ImportError, ValueError) as error:
             raise UsageError(f"--dtype {args.dtype} --engine {args.engine}: {one_line(error)}") from None
         if processes.is_main:

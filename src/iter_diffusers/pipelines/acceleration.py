@@ -21,6 +21,7 @@ networks and the scheduler cast to fp32 there), so the tokens move only where th
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 import warnings
 from dataclasses import dataclass
 
@@ -115,7 +116,7 @@ def slow_dtype_message(dtype: torch.dtype, device: torch.device | str) -> str | 
 
 
 def optimize_pipeline(pipe, dtype: str | torch.dtype = "auto", compile: bool = False,
-                      engine: str = "auto") -> InferenceMode:
+                      engine: str = "auto", notify: Callable[[str], None] | None = None) -> InferenceMode:
     """Put ``pipe`` (already on its device) in the fastest mode for that device, or in ``dtype``; returns the mode.
 
     ``"auto"`` follows :func:`choose_mode`; an explicit dtype is applied as asked (with a warning where it is known
@@ -124,7 +125,8 @@ def optimize_pipeline(pipe, dtype: str | torch.dtype = "auto", compile: bool = F
     ``engine="openvino"`` runs the networks through OpenVINO (fp32 unless ``dtype="int8"``, on the CPU only;
     ImportError when it is not installed), ``"torch"`` never does, ``"auto"`` where :func:`choose_mode` picks it. ``compile=True``
     also compiles the networks (see :func:`compile_networks`; torch engine only). The change is in place; an
-    OpenVINO pipeline keeps its torch weights (it saves as before) but cannot move to another device.
+    OpenVINO pipeline keeps its torch weights (it saves as before) but cannot move to another device. ``notify`` is
+    told of the one-off OpenVINO steps (conversions, the int8 calibration: minutes for a large model) as they start.
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -152,7 +154,7 @@ def optimize_pipeline(pipe, dtype: str | torch.dtype = "auto", compile: bool = F
     for name in ("vqvae", *_TOKEN_NETWORKS):
         getattr(pipe, name).to(dtype=mode.dtype)  # diffusers' empty keep-in-fp32 warning: filtered in __init__
     if mode.engine == "openvino":
-        use_openvino(pipe, int8=mode.int8)
+        use_openvino(pipe, int8=mode.int8, notify=notify)
     if compile:
         compile_networks(pipe)
     return mode

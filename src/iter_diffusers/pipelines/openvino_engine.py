@@ -19,6 +19,7 @@ import importlib.util
 import json
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -110,14 +111,16 @@ def _component_config(pipe, name: str) -> dict:
     return {key: value for key, value in config.items() if not key.startswith("_")}
 
 
-def _ir_path(pipe, name: str) -> Path:
-    """The IR of this network, converted and saved atomically on first use."""
+def _ir_path(pipe, name: str, notify: Callable[[str], None] | None = None) -> Path:
+    """The IR of this network, converted and saved atomically on first use (announced to ``notify``)."""
     import openvino
 
     module = _traceable(pipe, name)
     path = cache_dir() / _cache_key(module, _component_config(pipe, name), name) / f"{name}.xml"
     if path.is_file():
         return path
+    if notify is not None:  # a large model converts for minutes: say why the first run waits
+        notify(f"converting {name} to OpenVINO, once for these weights (cached in {cache_dir()})")
     example = _example_inputs(pipe, name)
     shapes = [openvino.PartialShape([-1] * t.ndim) for t in example]
     # The trace warns at each Python branch on a size (Swin's padding and window clamp, diffusers' upsampling);
@@ -195,13 +198,15 @@ class _CompiledNetwork:
         return result
 
 
-def use_openvino(pipe, networks: tuple[str, ...] = OPENVINO_NETWORKS, int8: bool = False) -> None:
+def use_openvino(pipe, networks: tuple[str, ...] = OPENVINO_NETWORKS, int8: bool = False,
+                 notify: Callable[[str], None] | None = None) -> None:
     """Route ``networks`` of ``pipe`` (fp32, on the CPU) through OpenVINO, in place.
 
     The modules stay where they are (configs, ``save_pretrained`` and the weights are unchanged); only their
     forward passes run in OpenVINO, through the compiled network each keeps as ``module.openvino_network``. ``int8=True`` then runs the decoder quantised to int8
     (:mod:`.openvino_int8`; lossy, needs NNCF and all four networks on OpenVINO: the tokens stay exact). Raises ImportError (with the install
-    command) when OpenVINO or NNCF is missing and ValueError for a network that is not fp32 on the CPU.
+    command) when OpenVINO or NNCF is missing and ValueError for a network that is not fp32 on the CPU. ``notify``
+    (e.g. ``print``) is told of each one-off step (a conversion, the int8 calibration) before it starts.
     """
     try:
         import openvino
@@ -223,13 +228,13 @@ def use_openvino(pipe, networks: tuple[str, ...] = OPENVINO_NETWORKS, int8: bool
         if parameter.device.type != "cpu" or parameter.dtype != torch.float32:
             raise ValueError(f"the OpenVINO engine runs fp32 networks on the CPU; {name} is {parameter.dtype} on "
                              f"{parameter.device}")
-        module.openvino_network = _CompiledNetwork(_ir_path(pipe, name), core,
+        module.openvino_network = _CompiledNetwork(_ir_path(pipe, name, notify), core,
                                                    release_memory=name in _FULL_RESOLUTION)
         module.forward = _forward_for(name, module.openvino_network)
     if int8:
         from .openvino_int8 import quantize_decoder
 
-        quantize_decoder(pipe)
+        quantize_decoder(pipe, notify)
 
 
 def _forward_for(name: str, compiled: _CompiledNetwork):

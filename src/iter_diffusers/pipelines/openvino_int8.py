@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Callable
 from importlib import metadata
 from importlib import resources
 from pathlib import Path
@@ -82,14 +83,16 @@ def _quantize(fp32_ir: Path, inputs: list[list[np.ndarray]]):
     return nncf.quantize(model, nncf.Dataset(inputs), subset_size=len(inputs))
 
 
-def quantize_decoder(pipe) -> None:
+def quantize_decoder(pipe, notify: Callable[[str], None] | None = None) -> None:
     """Run the decoder of ``pipe`` (all four networks already on OpenVINO fp32, by ``use_openvino``) from its int8
-    IR, calibrating and quantising it first if it is not cached."""
+    IR, calibrating and quantising it first if it is not cached (announced to ``notify``)."""
     from .openvino_engine import OPENVINO_NETWORKS, cache_dir, network_module, save_ir
 
     networks = {name: network_module(pipe, name).openvino_network for name in OPENVINO_NETWORKS}
     path = cache_dir() / f"int8-{_int8_key({name: n.path for name, n in networks.items()})}" / "decoder.xml"
     if not path.is_file():
+        if notify is not None:
+            notify(f"calibrating the int8 decoder on {len(CALIBRATION_IMAGES)} shipped photos, once for these weights")
         inputs = record_calibration_latents(pipe, networks["decoder"])
         save_ir(_quantize(networks["decoder"].path, inputs), path)
     networks["decoder"].use_ir(path)
