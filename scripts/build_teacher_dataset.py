@@ -75,6 +75,8 @@ def build(args: argparse.Namespace) -> None:
     unknown = sorted(set(chains) - set(CHAINS))
     if unknown or not chains:
         raise SystemExit(f"--degradations: unknown chains {unknown}; choose from {sorted(CHAINS)}")
+    if args.variants < 1:
+        raise SystemExit(f"--variants {args.variants}: give at least 1 degraded copy per photo and chain")
     dtype = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     teacher = realesrgan_x4plus(dtype=dtype)
     args.output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -84,9 +86,9 @@ def build(args: argparse.Namespace) -> None:
         for index, row in enumerate(rows):
             photo = image_to_array(Image.open(args.input_dir / row["file_name"]))
             stem = Path(row["file_name"]).stem
-            for chain_index, chain in enumerate(chains):
-                for variant in range(args.variants):
-                    rng = np.random.default_rng([args.seed, index, chain_index, variant])
+            for chain in chains:
+                for variant in range(args.variants):  # a chain's seed does not depend on the others chosen
+                    rng = np.random.default_rng([args.seed, index, list(CHAINS).index(chain), variant])
                     names = {kind: f"{stem}_{chain}{variant}_{kind}.png" for kind in ("teacher", "lq", "hq")}
                     for kind, array in zip(("lq", "teacher", "hq"), teacher_pair(teacher, photo, chain, rng)):
                         Image.fromarray(array).save(staging / names[kind])
