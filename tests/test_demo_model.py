@@ -150,6 +150,24 @@ def test_demo_model_card_keeps_the_earlier_records_of_stages_not_run_again(conve
     assert "total training time: 18 min" in card  # 8 min of stages I–V and 10 of the new stage VI
 
 
+def test_the_vqgan_bound_renders_the_photos_own_tokens(converted_dir):
+    """``evaluate_demo_model.py --vqgan_bounds``: the row vqgan_hq is the decoder's picture of the tokens the VQGAN
+    gives the photo itself, the ceiling of any E_l, φ_e and φ_r on that codebook."""
+    namespace = runpy.run_path(str(SCRIPTS / "evaluate_demo_model.py"))
+    pipe = ITERPipeline.from_pretrained(converted_dir)
+    side = pipe.vqvae.scale_factor * pipe.token_window  # whole windows of tokens: no padding
+    photo = np.random.default_rng(0).integers(0, 256, (side, 2 * side, 3), dtype=np.uint8)
+    bound = namespace["vqgan_reconstruction"](pipe, photo)
+    with torch.no_grad():
+        tokens = pipe.vqvae.encode_to_indices(namespace["as_tensor"](photo))
+        expected = to_u8(pipe.vqvae.decode(tokens).sample[0].permute(1, 2, 0).numpy())
+    odd = namespace["vqgan_reconstruction"](pipe, photo[: side - 3, : side + 5])  # padded, then cropped back
+    assert odd.shape == (side - 3, side + 5, 3)
+    assert bound.shape == photo.shape and bound.dtype == np.uint8
+    assert np.abs(bound.astype(int) - expected.astype(int)).max() <= 1  # rounding at an 8-bit level boundary
+    assert np.abs(bound.astype(int) - photo.astype(int)).mean() > 1  # a rendering, not the photo passed through
+
+
 def test_comparison_strip_aligns_the_crops():
     comparison_strip = runpy.run_path(str(SCRIPTS / "evaluate_demo_model.py"))["comparison_strip"]
     hq = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
