@@ -21,8 +21,8 @@ networks and the scheduler cast to fp32 there), so the tokens move only where th
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch

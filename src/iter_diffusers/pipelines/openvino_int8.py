@@ -19,8 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 from collections.abc import Callable
-from importlib import metadata
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 
 import numpy as np
