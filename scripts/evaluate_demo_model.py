@@ -35,6 +35,7 @@ from iter_diffusers.cli.upscale import DEFAULT_MODEL
 from iter_diffusers.evaluation import calculate_flat_noise, calculate_niqe
 from iter_diffusers.evaluation.sr_benchmark import bicubic, list_images, load_hq, make_pair, score, to_u8
 from iter_diffusers.offline_weights import realesrgan_upscale, realesrgan_x4plus, squeeze_distance
+from iter_diffusers.pipelines.image_io import mirror_pad
 from iter_diffusers.utils.image_files import image_to_array, open_image
 
 METRICS = ("psnr", "ssim", "lpips_style_sqz", "color_error", "local_color_error", "edge_sharpness", "flat_noise",
@@ -63,12 +64,11 @@ def full_reference(distance, sr: np.ndarray, hq: np.ndarray, scale: int) -> dict
 def vqgan_reconstruction(pipe, image: np.ndarray) -> np.ndarray:
     """``image`` through the model's VQGAN (encoder, nearest codes, decoder): with the photo itself, the picture of
     perfect tokens, the best any E_l, φ_e or φ_r could give on this codebook (before the colour fix). The image is
-    padded (edge pixels repeated) to whole Swin windows of tokens, as the pipeline pads its input, and cropped back."""
+    mirrored out to whole Swin windows of tokens, as the pipeline pads its input, and cropped back."""
     multiple = pipe.vqvae.scale_factor * pipe.token_window
     height, width = image.shape[:2]
-    padding = (0, -width % multiple, 0, -height % multiple)
-    padded = torch.nn.functional.pad(as_tensor(image), padding, mode="replicate").to(pipe.vqvae.dtype)
-    rendered = pipe.vqvae(padded).sample[0, :, :height, :width]
+    padded = mirror_pad(as_tensor(image), -(-height // multiple) * multiple, -(-width // multiple) * multiple)
+    rendered = pipe.vqvae(padded.to(pipe.vqvae.dtype)).sample[0, :, :height, :width]
     return to_u8(rendered.float().permute(1, 2, 0).numpy())
 
 

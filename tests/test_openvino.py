@@ -79,7 +79,7 @@ def test_converted_networks_are_cached_by_weights_and_version(converted_dir, ov_
     saved = sorted(p.parent.name for p in ov_cache.glob("*/*.xml"))
     converted = {p.stem for p in set(ov_cache.glob("*/*.xml")) - before}
     # each conversion is announced before it starts (a large model's take minutes)
-    assert [n.split()[1] for n in notices] == [n for n in openvino_engine.OPENVINO_NETWORKS if n in converted]
+    assert [n.split()[1] for n in notices] == [n for n in OPENVINO_NETWORKS if n in converted]
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted again")
