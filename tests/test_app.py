@@ -21,7 +21,7 @@ import torch
 from iter_diffusers.app import models, uploads
 from iter_diffusers.app.cli import build_parser
 from iter_diffusers.app.models import (
-    BUNDLED, FOLDER, NO_CARD, OFFICIAL, ModelError, ModelStore, read_licence, resolve_source,
+    BUNDLED, FOLDER, NO_CARD, OFFICIAL, ModelError, ModelStore, load_model, read_licence, resolve_source,
 )
 from iter_diffusers.app.restore import Plan, Restoration, Settings, per_step_limit, plan_run, restore
 from iter_diffusers.app.speed import SpeedMeter, calibrate, format_duration
@@ -29,6 +29,9 @@ from iter_diffusers.app.texts import run_text
 from iter_diffusers.app.uploads import UploadError, read_upload
 from iter_diffusers.app.views import mask_image
 from iter_diffusers.official import OfficialWeightsError
+from iter_diffusers.pipelines import acceleration, openvino_engine
+from iter_diffusers.pipelines.openvino_engine import OPENVINO_NETWORKS
+from iter_diffusers.pipelines.openvino_int8 import int8_available
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "images" / "chelsea_lq.png"
 
@@ -138,6 +141,22 @@ def test_a_licence_nobody_chose_is_stated_as_such(tmp_path):
 def test_bundled_model_is_loaded_with_its_licence(demo_model):
     assert demo_model.licence == "Apache-2.0"
     assert demo_model.pipe.upscale_factor == 4
+
+
+@pytest.mark.skipif(not int8_available(), reason="the OpenVINO int8 mode needs the [openvino] extra (openvino, nncf)")
+def test_loading_announces_the_one_off_openvino_steps_on_the_console(converted_dir, tmp_path, monkeypatch, capsys):
+    """Where auto picks OpenVINO (a CPU without native bf16), a model's first load converts its networks and
+    calibrates the int8 decoder, minutes for a large one: the server's console says so as each starts."""
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(openvino_engine, "cache_dir", lambda: tmp_path / "openvino")
+    model = load_model(converted_dir, torch.device("cpu"))
+    assert model.pipe.encoder.openvino_network is not None
+    announced = [line for line in capsys.readouterr().err.splitlines() if line.startswith("iter-sr-app: ")]
+    expected = [f"converting {name} to OpenVINO" for name in OPENVINO_NETWORKS] + ["calibrating the int8 decoder"]
+    assert len(announced) == len(expected)
+    assert all(line.startswith(f"iter-sr-app: {text}") for line, text in zip(announced, expected)), announced
+    load_model(converted_dir, torch.device("cpu"))  # cached now: nothing to announce
+    assert "iter-sr-app:" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("folder, message", [

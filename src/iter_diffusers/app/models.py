@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +102,12 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def announce(message: str) -> None:
+    """Tell the server's console of a one-off step that makes a load wait (an OpenVINO conversion, the int8
+    calibration: minutes for a large model, with the page showing only that it is busy)."""
+    print(f"iter-sr-app: {message}", file=sys.stderr, flush=True)
+
+
 def load_model(source: Path, device: torch.device, name: str | None = None) -> LoadedModel:
     """Load the pipeline in ``source`` onto ``device``, in the device's fast mode (as ``iter-sr --dtype auto``),
     and measure its speed there."""
@@ -110,7 +117,7 @@ def load_model(source: Path, device: torch.device, name: str | None = None) -> L
         raise ModelError(f"Cannot load the pipeline in {source}: {' '.join(str(error).split())[:300]}") from None
     if not isinstance(pipe, ITERPipeline):
         raise ModelError(f"{source} holds a {type(pipe).__name__}, not an ITER pipeline.")
-    optimize_pipeline(pipe, "auto")
+    optimize_pipeline(pipe, "auto", notify=announce)
     pipe.set_progress_bar_config(disable=True)
     return LoadedModel(pipe, name or f"`{source}`", read_licence(source), calibrate(pipe))
 
