@@ -175,6 +175,11 @@ class _CompiledNetwork:
     def use_ir(self, path: Path) -> None:
         """Run another IR of the same network from now on (its int8 version)."""
         self.path = path
+        self.forget_shapes()
+
+    def forget_shapes(self) -> None:
+        """Drop the copies compiled so far, and the buffers they hold (compiled again, from OpenVINO's blob cache,
+        when a shape comes back)."""
         self.compiled.clear()
 
     def _for_shapes(self, arrays: list) -> object:

@@ -93,5 +93,9 @@ def quantize_decoder(pipe, notify: Callable[[str], None] | None = None) -> None:
         if notify is not None:
             notify(f"calibrating the int8 decoder on {len(CALIBRATION_IMAGES)} shipped photos, once for these weights")
         inputs = record_calibration_latents(pipe, networks["decoder"])
+        # The calibration runs are untiled: φ_e and φ_r keep buffers for their shapes (2.2 GB for the paper-size
+        # model) that NNCF's own few GB would come on top of. User images bring their own shapes anyway.
+        for network in networks.values():
+            network.forget_shapes()
         save_ir(_quantize(networks["decoder"].path, inputs), path)
     networks["decoder"].use_ir(path)
