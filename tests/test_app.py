@@ -152,7 +152,9 @@ def test_loading_announces_the_one_off_openvino_steps_on_the_console(converted_d
     model = load_model(converted_dir, torch.device("cpu"))
     assert model.pipe.encoder.openvino_network is not None
     announced = [line for line in capsys.readouterr().err.splitlines() if line.startswith("iter-sr-app: ")]
-    expected = [f"converting {name} to OpenVINO" for name in OPENVINO_NETWORKS] + ["calibrating the int8 decoder"]
+    # the tiny checkpoints' int8 decoder measures under auto's bar, which is announced too
+    expected = [f"converting {name} to OpenVINO" for name in OPENVINO_NETWORKS] + [
+        "calibrating the int8 decoder", "the int8 decoder measured"]
     assert len(announced) == len(expected)
     assert all(line.startswith(f"iter-sr-app: {text}") for line, text in zip(announced, expected)), announced
     load_model(converted_dir, torch.device("cpu"))  # cached now: nothing to announce

@@ -9,6 +9,8 @@ without them every test here skips and says so.
 import builtins
 import contextlib
 import io
+import json
+import re
 
 import numpy as np
 import PIL.Image
@@ -17,7 +19,8 @@ import torch
 
 from conftest import seeded
 from iter_diffusers import DEMO_MODEL_PATH, ITERPipeline
-from iter_diffusers.pipelines import openvino_engine, openvino_int8
+from iter_diffusers.pipelines import acceleration, openvino_engine, openvino_int8
+from iter_diffusers.pipelines.acceleration import optimize_pipeline
 from iter_diffusers.pipelines.openvino_engine import OPENVINO_NETWORKS, network_module, use_openvino
 from iter_diffusers.pipelines.openvino_int8 import int8_available
 
@@ -110,6 +113,31 @@ def test_the_int8_decoder_is_calibrated_once_and_cached(converted_dir, ov_cache,
     # the untiled calibration runs leave no compiled copies behind: their buffers would sit under NNCF's peak
     assert not any(network_module(changed, name).openvino_network.compiled for name in OPENVINO_NETWORKS)
     assert len(_int8_decoders(ov_cache) - before) == len(saved) + 1
+
+
+def test_auto_keeps_the_int8_decoder_only_where_it_measured_faithful(converted_dir, ov_cache, monkeypatch):
+    """The int8 decoder's PSNR against fp32 on the calibration latents is measured once and cached beside it. The
+    bundled model's passes 35 dB; the tiny random checkpoints' (about 30 dB) does not, so auto keeps their decoder
+    fp32 (exact) and says so, while an explicit int8 request still gets it."""
+    bundled = _loaded(DEMO_MODEL_PATH)
+    assert use_openvino(bundled, int8=True, int8_min_psnr=openvino_int8.AUTO_MIN_PSNR)
+    fidelity = network_module(bundled, "decoder").openvino_network.path.with_name("fidelity.json")
+    assert json.loads(fidelity.read_text())["psnr_db"] >= 40
+
+    notices = []
+    tiny = _loaded(converted_dir)
+    with torch.no_grad():  # weights no other test calibrates: measured (and announced) here
+        next(tiny.encoder.parameters()).add_(0.02)
+    assert not use_openvino(tiny, int8=True, notify=notices.append, int8_min_psnr=openvino_int8.AUTO_MIN_PSNR)
+    assert not network_module(tiny, "decoder").openvino_network.path.parent.name.startswith("int8-")
+    assert re.fullmatch(r"the int8 decoder measured (2\d|3[0-4])\.\d dB against fp32 .* stays fp32, exact", notices[-1])
+    assert use_openvino(_loaded(converted_dir), int8=True)  # asked for explicitly: used
+
+    monkeypatch.setattr(acceleration, "cpu_has_native_bf16", lambda: False)
+    mode = optimize_pipeline(_loaded(converted_dir), "auto")
+    assert (mode.engine, mode.int8, mode.name) == ("openvino", False, "float32 on OpenVINO")
+    assert "measured under 35 dB" in mode.reason
+    assert optimize_pipeline(_loaded(DEMO_MODEL_PATH), "auto").int8
 
 
 def test_calibration_records_what_the_decoder_is_fed(converted_dir, ov_cache):

@@ -132,14 +132,17 @@ def _ir_path(pipe, name: str, notify: Callable[[str], None] | None = None) -> Pa
     return path
 
 
-def save_ir(model, path: Path) -> None:
-    """Save an OpenVINO model as ``path`` (``<key>/<name>.xml``) atomically: written in a staging folder that is
-    renamed into place, so a crash leaves nothing half-written and two processes cannot mix their files."""
+def save_ir(model, path: Path, extra_files: dict[str, str] | None = None) -> None:
+    """Save an OpenVINO model as ``path`` (``<key>/<name>.xml``), with ``extra_files`` (name: text) beside it,
+    atomically: written in a staging folder that is renamed into place, so a crash leaves nothing half-written and
+    two processes cannot mix their files."""
     import openvino
 
     path.parent.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent.parent) as staging:
         openvino.save_model(model, str(Path(staging) / path.name), compress_to_fp16=False)
+        for name, text in (extra_files or {}).items():
+            (Path(staging) / name).write_text(text)
         try:
             Path(staging).rename(path.parent)
         except OSError:  # another process saved it first
@@ -204,7 +207,7 @@ class _CompiledNetwork:
 
 
 def use_openvino(pipe, networks: tuple[str, ...] = OPENVINO_NETWORKS, int8: bool = False,
-                 notify: Callable[[str], None] | None = None) -> None:
+                 notify: Callable[[str], None] | None = None, int8_min_psnr: float | None = None) -> bool:
     """Route ``networks`` of ``pipe`` (fp32, on the CPU) through OpenVINO, in place.
 
     The modules stay where they are (configs, ``save_pretrained`` and the weights are unchanged); only their
@@ -212,6 +215,8 @@ def use_openvino(pipe, networks: tuple[str, ...] = OPENVINO_NETWORKS, int8: bool
     (:mod:`.openvino_int8`; lossy, needs NNCF and all four networks on OpenVINO: the tokens stay exact). Raises ImportError (with the install
     command) when OpenVINO or NNCF is missing and ValueError for a network that is not fp32 on the CPU. ``notify``
     (e.g. ``print``) is told of each one-off step (a conversion, the int8 calibration) before it starts.
+    ``int8_min_psnr``: keep the decoder fp32 if its int8 version measured less (dB, see :mod:`.openvino_int8`).
+    Returns whether the decoder runs in int8.
     """
     try:
         import openvino
@@ -236,10 +241,11 @@ def use_openvino(pipe, networks: tuple[str, ...] = OPENVINO_NETWORKS, int8: bool
         module.openvino_network = _CompiledNetwork(_ir_path(pipe, name, notify), core,
                                                    release_memory=name in _FULL_RESOLUTION)
         module.forward = _forward_for(name, module.openvino_network)
-    if int8:
-        from .openvino_int8 import quantize_decoder
+    if not int8:
+        return False
+    from .openvino_int8 import quantize_decoder
 
-        quantize_decoder(pipe, notify)
+    return quantize_decoder(pipe, notify, int8_min_psnr)
 
 
 def _forward_for(name: str, compiled: _CompiledNetwork):
