@@ -154,7 +154,7 @@ def test_loading_announces_the_one_off_openvino_steps_on_the_console(converted_d
     announced = [line for line in capsys.readouterr().err.splitlines() if line.startswith("iter-sr-app: ")]
     # the tiny checkpoints' int8 decoder measures under auto's bar, which is announced too
     expected = [f"converting {name} to OpenVINO" for name in OPENVINO_NETWORKS] + [
-        "calibrating the int8 decoder", "the int8 decoder measured"]
+        "calibrating the int8 decoder", "the int8 decoder's pictures"]
     assert len(announced) == len(expected)
     assert all(line.startswith(f"iter-sr-app: {text}") for line, text in zip(announced, expected)), announced
     load_model(converted_dir, torch.device("cpu"))  # cached now: nothing to announce
