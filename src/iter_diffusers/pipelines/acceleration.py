@@ -35,6 +35,8 @@ from .options import ENGINES
 #: ``/proc/cpuinfo`` flags that mean the CPU multiplies bf16 natively.
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 _TOKEN_NETWORKS = ("encoder", "evaluator", "refiner")
+#: Why a CPU gets neither bf16 nor fp16 (the start of each such mode's reason).
+NO_NATIVE_BF16 = "the CPU has no native bf16 (bf16 would be far slower)"
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,15 +94,14 @@ def choose_mode(device: torch.device | str) -> InferenceMode:
         return InferenceMode(torch.float32, "torch", f"{device.type}: no measured faster mode, fp32")
     if cpu_has_native_bf16():
         return InferenceMode(torch.bfloat16, "torch", "the CPU computes bf16 natively (avx512_bf16/AMX)")
-    no_bf16 = "the CPU has no native bf16 (bf16 would be far slower)"
     if int8_available():
-        return InferenceMode(torch.float32, "openvino", f"{no_bf16}: OpenVINO with an int8 decoder, the fastest "
+        return InferenceMode(torch.float32, "openvino", f"{NO_NATIVE_BF16}: OpenVINO with an int8 decoder, the fastest "
                                                         "measured there (exact tokens, lossy rendering; --dtype "
                                                         "float32 is exact)", int8=True)
     if openvino_available():
-        return InferenceMode(torch.float32, "openvino", f"{no_bf16}: fp32 through OpenVINO, exact and faster than "
-                                                        "torch's; pip install nncf adds the faster int8 decoder")
-    return InferenceMode(torch.float32, "torch", f"{no_bf16}: fp32; pip install 'iter-diffusers[openvino]' runs "
+        return InferenceMode(torch.float32, "openvino", f"{NO_NATIVE_BF16}: fp32 through OpenVINO, exact and faster "
+                                                        "than torch's; pip install nncf adds the faster int8 decoder")
+    return InferenceMode(torch.float32, "torch", f"{NO_NATIVE_BF16}: fp32; pip install 'iter-diffusers[openvino]' runs "
                                                  "it faster")
 
 
@@ -159,9 +160,9 @@ def optimize_pipeline(pipe, dtype: str | torch.dtype = "auto", compile: bool = F
         int8_used = use_openvino(pipe, int8=mode.int8, notify=notify,
                                  int8_min_psnr=AUTO_MIN_PSNR if dtype == "auto" else None)
         if mode.int8 and not int8_used:
-            mode = InferenceMode(torch.float32, "openvino", f"{mode.reason.split(':')[0]}: fp32 through OpenVINO, "
-                                                            f"exact (the int8 decoder measured under {AUTO_MIN_PSNR:g}"
-                                                            " dB against fp32 for these weights)")
+            mode = InferenceMode(torch.float32, "openvino", f"{NO_NATIVE_BF16}: fp32 through OpenVINO, exact (the "
+                                                            f"int8 decoder measured under {AUTO_MIN_PSNR:g} dB "
+                                                            "against fp32 for these weights)")
     if compile:
         compile_networks(pipe)
     return mode

@@ -43,7 +43,8 @@ CALIBRATION_CALL = {"tile_size": None, "output_type": "pt"}
 CALIBRATION_SEED = 0
 #: Bump when anything above or in :func:`_quantize` changes, so that cached int8 decoders are remade.
 RECIPE_VERSION = 2
-#: The least PSNR (dB) of the int8 decoder against fp32, on the calibration latents, at which ``--dtype auto`` uses it.
+#: The least PSNR (dB) of the pictures of the calibration photos with the int8 decoder against those with the fp32
+#: one at which ``--dtype auto`` uses it (issue 20's bar).
 AUTO_MIN_PSNR = 35.0
 
 
@@ -90,7 +91,7 @@ def record_calibration_latents(pipe, decoder) -> tuple[list[list[np.ndarray]], l
         decoder.recorded = None
 
 
-def psnr(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+def _pooled_psnr(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     """PSNR (dB) between two lists of pictures in [0, 1], their squared errors pooled."""
     mse = torch.stack([((x - y) ** 2).mean() for x, y in zip(a, b)]).mean().item()
     return float(-10 * np.log10(max(mse, 1e-20)))
@@ -130,7 +131,7 @@ def quantize_decoder(pipe, notify: Callable[[str], None] | None = None, min_psnr
             candidate = Path(staging) / path.name
             openvino.save_model(_quantize(fp32_ir, inputs), str(candidate), compress_to_fp16=False)
             networks["decoder"].use_ir(candidate)
-            measured = psnr(upscale_calibration_photos(pipe), exact)
+            measured = _pooled_psnr(upscale_calibration_photos(pipe), exact)
             for network in networks.values():
                 network.forget_shapes()
             save_ir(openvino.Core().read_model(str(candidate)), path,
