@@ -135,6 +135,10 @@ def _add_optimisation_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--train_batch_size", type=int, default=4)
     group.add_argument("--num_train_epochs", type=int, default=100)
     group.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
+    group.add_argument("--max_train_minutes", type=float, default=None,
+                       help="also stop once the steps have taken this long (checked after each step, the same step "
+                            "in every process) and save as at the end; the learning-rate schedule still spans "
+                            "--max_train_steps, and training_summary.json records the stop")
     group.add_argument("--gradient_accumulation_steps", type=int, default=1)
     group.add_argument("--gradient_checkpointing", action="store_true")
     group.add_argument("--learning_rate", type=float, default=1e-4, help="official: 1e-4 (Adam, betas 0.9/0.99)")
@@ -824,7 +828,7 @@ def train(args):
     global_step, first_epoch, resume_batches = resume_position(args, accelerator, steps_per_epoch)
 
     progress = tqdm(range(max_steps), initial=global_step, desc="steps", disable=not accelerator.is_local_main_process)
-    history = {"first": None, "last": None, "validation": None, "validated_at": None}
+    history = {"first": None, "last": None, "validation": None, "validated_at": None, "out_of_time": False}
     step_times = []
     start = time.perf_counter()
     accumulated = [*run.trained.values(), *([run.discriminator] if run.discriminator is not None else [])]
@@ -847,11 +851,23 @@ def train(args):
                 logs = after_step(run, global_step, loss, terms, history, val_pairs)
                 step_times.append(time.perf_counter() - start)
                 progress.set_postfix(loss=f"{logs['loss']:.4f}")
-            if global_step >= max_steps:
+                history["out_of_time"] = out_of_time(args, accelerator, start)
+            if global_step >= max_steps or history["out_of_time"]:
                 break
-        if global_step >= max_steps:
+        if global_step >= max_steps or history["out_of_time"]:
             break
+    if history["out_of_time"]:
+        logger.info(f"--max_train_minutes {args.max_train_minutes}: stopped at step {global_step} of {max_steps}")
     finish(run, names, degradation, val_pairs, history, global_step, step_times, start, licence)
+
+
+def out_of_time(args, accelerator, start: float) -> bool:
+    """Whether --max_train_minutes has passed: true in every process as soon as it is in one (their clocks and
+    step times differ, and a process that stopped alone would hang the others' next collective)."""
+    if args.max_train_minutes is None:
+        return False
+    late = torch.tensor(float(time.perf_counter() - start > 60 * args.max_train_minutes), device=accelerator.device)
+    return bool(accelerator.reduce(late, reduction="max").item() > 0)
 
 
 def finish(run: TrainingRun, names, degradation, val_pairs, history: dict, global_step: int, step_times: list,
@@ -871,7 +887,8 @@ def finish(run: TrainingRun, names, degradation, val_pairs, history: dict, globa
         write_model_card(pipeline, args, names, degradation, metrics, history, global_step, per_step, accelerator,
                          licence)
         summary = {"steps": global_step, "seconds_per_step": per_step, "first": history["first"],
-                   "last": history["last"], "validation": metrics}
+                   "last": history["last"], "validation": metrics,
+                   "stopped_by_max_train_minutes": history["out_of_time"]}
         Path(args.output_dir, "training_summary.json").write_text(json.dumps(summary, indent=2))
         if args.push_to_hub:
             from iter_diffusers.conversion import push_folder_to_hub

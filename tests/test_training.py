@@ -550,6 +550,24 @@ def test_two_processes_train_the_requested_steps_checkpoint_once_and_resume(conv
     ITERPipeline.from_pretrained(out)  # one complete pipeline, written once
 
 
+def test_a_time_limit_stops_every_process_at_the_same_step_and_saves(converted_dir, photos, tmp_path):
+    """--max_train_minutes 0 is up after the first step: one process, and two (whose stop must be agreed, or the
+    one that went on would wait for the other forever), save a whole pipeline and record the stop."""
+    limited = [*common(converted_dir, photos, tmp_path / "one", 4), "--max_train_minutes", 0]
+    launch("--stage", "lq", *limited)
+    summary = json.loads((tmp_path / "one" / "training_summary.json").read_text())
+    assert summary["steps"] == 1 and summary["stopped_by_max_train_minutes"] is True
+    ITERPipeline.from_pretrained(tmp_path / "one")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(SCRIPT), "--stage", "lq",
+               *map(str, common(converted_dir, photos, tmp_path / "two", 4)), "--max_train_minutes", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "training_summary.json").read_text())["steps"] == 1
+    launch("--stage", "lq", *common(converted_dir, photos, tmp_path / "untimed", 2))
+    untimed = json.loads((tmp_path / "untimed" / "training_summary.json").read_text())
+    assert untimed["steps"] == 2 and untimed["stopped_by_max_train_minutes"] is False
+
+
 def test_two_processes_train_the_vqgan_decoder_or_refuse_plainly(converted_dir, photos, tmp_path):
     """--vqgan_decoder_only runs its decoder through the distributed wrapper's forward, so it trains on two
     processes; the lq stage's decoder is called outside it, so two processes are refused before training."""
