@@ -14,9 +14,9 @@ WORK=${WORK:-/tmp/grid4}
 mkdir -p "$OUT" "$WORK"
 exec > >(tee "$OUT/log.txt") 2>&1
 BATCH=${BATCH:-32}
-VQ_STEPS=${VQ_STEPS:-4000}; VQ_MINUTES=${VQ_MINUTES:-2.5}
-ENCODER_STEPS=${ENCODER_STEPS:-2000}; ENCODER_MINUTES=${ENCODER_MINUTES:-1.5}
-LQ_STEPS=${LQ_STEPS:-20000}; LQ_MINUTES=${LQ_MINUTES:-3.5}
+VQ_STEPS=${VQ_STEPS:-4000}; VQ_MINUTES=${VQ_MINUTES:-2}
+ENCODER_STEPS=${ENCODER_STEPS:-2000}; ENCODER_MINUTES=${ENCODER_MINUTES:-1}
+LQ_STEPS=${LQ_STEPS:-20000}; LQ_MINUTES=${LQ_MINUTES:-3}
 if [ "${SMOKE:-0}" = 1 ]; then BATCH=2; VQ_STEPS=2; ENCODER_STEPS=2; LQ_STEPS=2; fi
 
 # The device image lacks diffusers and datasets: install the carried wheels beside it; the package runs from src/.
