@@ -28,8 +28,10 @@ def _write_copies(source: Path, staging: Path) -> None:
         with Image.open(path) as image:
             image.load()
             image.save(target, "WEBP", lossless=True, quality=100, method=6)
+            # compared as colours: WebP keeps grey and palette images as RGB(A)
+            mode = "RGBA" if image.has_transparency_data else "RGB"
             with Image.open(target) as copy:
-                if copy.mode != image.mode or not np.array_equal(np.asarray(copy), np.asarray(image)):
+                if not np.array_equal(np.asarray(copy.convert(mode)), np.asarray(image.convert(mode))):
                     raise SystemExit(f"error: {path}: its lossless WebP copy does not decode to the same pixels")
         renamed[path.name] = target.name
     metadata = source / "metadata.jsonl"

@@ -60,7 +60,7 @@ C='"color_fix": "wavelet", "color_fix_levels": 2, "num_inference_steps": 4'
 python3 scripts/evaluate_demo_model.py --model "$WORK/lq" --set "tune=$DATA/tune" --max_side 256 --no_realesrgan \
   --vqgan_bounds --json "$OUT/eval.json" --variant "alpha0={$C, \"mask_threshold\": 0}" \
   --variant "alpha07={$C, \"mask_threshold\": 0.7}" --variant "alpha07_t05={$C, \"mask_threshold\": 0.7, \"token_temperature\": 0.5}" \
-  --variant "alpha03_argmax={$C, \"mask_threshold\": 0.3, \"token_temperature\": 0.01}" | tail -12
+  --variant "alpha03_argmax={$C, \"mask_threshold\": 0.3, \"token_temperature\": 0.01}" | tail -20
 # The model folder in parts of 15 MiB (the device tool returns files of at most 16 MiB); join them with
 # cat model.tar.gz.part-* | tar -xz
 tar -cz -C "$WORK" --exclude 'checkpoint-*' --exclude validation lq | split -b 15M - "$OUT/model.tar.gz.part-"
