@@ -51,3 +51,11 @@ def test_a_failed_copy_leaves_the_destination_as_it_was(photos, tmp_path, monkey
         pack_photos.pack(photos, out)
     assert sorted(p.name for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
+
+
+def test_metadata_naming_a_missing_image_is_a_clear_error(photos, tmp_path):
+    with (photos / "metadata.jsonl").open("a") as metadata:
+        metadata.write(json.dumps({"file_name": "gone.png"}) + "\n")
+    with pytest.raises(SystemExit, match="'gone.png' is not an image of"):
+        pack_photos.pack(photos, tmp_path / "packed")
+    assert not (tmp_path / "packed").exists()

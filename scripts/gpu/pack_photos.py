@@ -38,6 +38,8 @@ def _write_copies(source: Path, staging: Path) -> None:
     if metadata.is_file():
         entries = [json.loads(line) for line in metadata.read_text().splitlines() if line.strip()]
         for entry in entries:
+            if entry.get("file_name") not in renamed:
+                raise SystemExit(f"error: {metadata}: {entry.get('file_name')!r} is not an image of {source}")
             entry["file_name"] = renamed[entry["file_name"]]
         (staging / "metadata.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
 

@@ -291,8 +291,9 @@ from typing import NamedTuple
 import torch
 
 #: ``tile_size="auto"`` keeps one run's estimated fp32 activation memory under this many bytes, whatever the machine:
-#: the plan (and so the picture) follows the input size and the model only. 1 GiB holds a whole 800×600 input of the
-#: paper-size model on a GPU, and keeps the bundled model under 2 GB of peak RSS on any input on a CPU.
+#: the plan (and so the picture) follows the input size and the model only. 1 GiB keeps the bundled model under 2 GB
+#: of peak RSS on any input on a CPU. Wide models tile early: the paper-size model's runs hold about 100² LQ pixels,
+#: so a 128² input runs as 5 tiles, 1.8× the time of one run (docs/benchmarks.md); ``tile_size=None`` avoids that.
 AUTO_TILE_BUDGET = 1 << 30
 
 #: The narrowest full-resolution width the estimate of a run's memory counts (see
