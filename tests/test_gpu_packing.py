@@ -59,3 +59,10 @@ def test_metadata_naming_a_missing_image_is_a_clear_error(photos, tmp_path):
     with pytest.raises(SystemExit, match="'gone.png' is not an image of"):
         pack_photos.pack(photos, tmp_path / "packed")
     assert not (tmp_path / "packed").exists()
+
+
+def test_two_images_of_one_name_are_refused(photos, tmp_path):
+    PIL.Image.open(photos / "p0.png").convert("RGB").save(photos / "p0.jpg")
+    with pytest.raises(SystemExit, match="two images are named 'p0'"):
+        pack_photos.pack(photos, tmp_path / "packed")
+    assert not (tmp_path / "packed").exists()

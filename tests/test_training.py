@@ -4,7 +4,9 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import PIL.Image
@@ -550,11 +552,10 @@ def test_two_processes_train_the_requested_steps_checkpoint_once_and_resume(conv
     ITERPipeline.from_pretrained(out)  # one complete pipeline, written once
 
 
-def test_a_time_limit_stops_every_process_at_the_same_step_and_saves(converted_dir, photos, tmp_path):
-    """--max_train_minutes 0 is up after the first step: one process, and two (whose stop must be agreed, or the
-    one that went on would wait for the other forever), save a whole pipeline and record the stop."""
-    limited = [*common(converted_dir, photos, tmp_path / "one", 4), "--max_train_minutes", 0]
-    launch("--stage", "lq", *limited)
+def test_a_time_limit_stops_the_run_and_saves(converted_dir, photos, tmp_path):
+    """--max_train_minutes 0 is up after the first step: one process, and two (which must not hang), save a whole
+    pipeline and record the stop; without the option the run takes its steps."""
+    launch("--stage", "lq", *common(converted_dir, photos, tmp_path / "one", 4), "--max_train_minutes", 0)
     summary = json.loads((tmp_path / "one" / "training_summary.json").read_text())
     assert summary["steps"] == 1 and summary["stopped_by_max_train_minutes"] is True
     ITERPipeline.from_pretrained(tmp_path / "one")
@@ -566,6 +567,27 @@ def test_a_time_limit_stops_every_process_at_the_same_step_and_saves(converted_d
     launch("--stage", "lq", *common(converted_dir, photos, tmp_path / "untimed", 2))
     untimed = json.loads((tmp_path / "untimed" / "training_summary.json").read_text())
     assert untimed["steps"] == 2 and untimed["stopped_by_max_train_minutes"] is False
+
+
+@pytest.mark.parametrize("late_here, late_elsewhere", [(False, True), (True, False), (False, False)])
+def test_the_time_limit_is_agreed_between_processes(late_here, late_elsewhere):
+    """A process whose own clock is not yet up stops all the same when another's is (and only then): the decision
+    is the maximum over the processes, so no process goes on alone into a collective the others have left."""
+    train_iter = _train_script()
+    reductions = []
+
+    class Accelerator:  # a stand-in for two processes: the other one's verdict is late_elsewhere
+        device = torch.device("cpu")
+
+        def reduce(self, tensor, reduction):
+            reductions.append(reduction)
+            return torch.maximum(tensor, torch.tensor(float(late_elsewhere)))
+
+    args = SimpleNamespace(max_train_minutes=1.0)
+    start = time.perf_counter() - (120 if late_here else 0)
+    assert train_iter.out_of_time(args, Accelerator(), start) is (late_here or late_elsewhere)
+    assert reductions == ["max"]
+    assert train_iter.out_of_time(SimpleNamespace(max_train_minutes=None), Accelerator(), start - 1e6) is False
 
 
 def test_two_processes_train_the_vqgan_decoder_or_refuse_plainly(converted_dir, photos, tmp_path):

@@ -25,6 +25,8 @@ def _write_copies(source: Path, staging: Path) -> None:
     renamed = {}
     for path in list_images(source):
         target = staging / (path.stem + ".webp")
+        if target.exists():  # a.png and a.jpg
+            raise SystemExit(f"error: {source}: two images are named {path.stem!r}; their copies would be one file")
         with Image.open(path) as image:
             image.load()
             image.save(target, "WEBP", lossless=True, quality=100, method=6)

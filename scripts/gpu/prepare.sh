@@ -30,8 +30,9 @@ ASSETS="$DEST/assets/iter-diffusers/offline"
 mkdir -p "$ASSETS"
 cp "$(python -c "from iter_diffusers.offline_weights import cache_dir; print(cache_dir())")/squeezenet1_1-caffe_lpips-v0.1-heads.safetensors" "$ASSETS/"
 
-TREE=$(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1)
+# What travels: tracked files, untracked ones git does not ignore, and .gpu.
+TREE=$( (git ls-files -z; git ls-files -z --others --exclude-standard) | xargs -0 du -cb | awk '$2 == "total" {s += $1} END {print s}')
 PACKED=$(du -sb "$DEST" | cut -f1)
-echo "repository $((TREE / 1048576)) MiB + $DEST $((PACKED / 1048576)) MiB (the device tool takes 64 MiB in all)"
+python -c "print(f'repository {$TREE / 2**20:.1f} MiB + $DEST {$PACKED / 2**20:.1f} MiB = {($TREE + $PACKED) / 2**20:.1f} of the device tool\'s 64 MiB')"
 [ $((TREE + PACKED)) -lt $((64 * 1048576)) ] || { echo "error: too large to travel" >&2; exit 1; }
 echo 'device call: run(command="bash scripts/gpu/train_grid4.sh", carry=[".gpu"], timeout_s=600)'
