@@ -1,7 +1,10 @@
 """Shared test fixtures: the official tiny checkpoints, converted once per session through the real CLI path."""
 
+import json
 from pathlib import Path
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 
@@ -33,3 +36,15 @@ def pipe(converted_dir):
 
 def seeded(seed: int = 123) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def write_imagefolder(folder: Path, images: list[np.ndarray], **fields) -> Path:
+    """An ``imagefolder`` of PNGs ``p0.png``, ``p1.png``, … with a ``metadata.jsonl`` row per image (``fields`` in
+    each), as the demo data sets are written."""
+    folder.mkdir(parents=True)
+    rows = []
+    for i, pixels in enumerate(images):
+        PIL.Image.fromarray(pixels).save(folder / f"p{i}.png")
+        rows.append({"file_name": f"p{i}.png", **fields})
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder

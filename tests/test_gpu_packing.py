@@ -9,6 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from conftest import write_imagefolder
 from iter_diffusers.training.data import load_image_dataset
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts" / "gpu"))
@@ -17,16 +18,9 @@ import pack_photos  # noqa: E402
 
 @pytest.fixture
 def photos(tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    rows = []
-    for i, mode in enumerate(["RGB", "L"]):
-        pixels = rng.integers(0, 256, (40, 56, 3) if mode == "RGB" else (40, 56), dtype=np.uint8)
-        PIL.Image.fromarray(pixels, mode).save(folder / f"p{i}.png")
-        rows.append({"file_name": f"p{i}.png", "licence": "CC0-1.0"})
-    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+    rng = np.random.default_rng(0)  # an RGB photo and a grey one (WebP stores grey as RGB)
+    images = [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), rng.integers(0, 256, (40, 56), dtype=np.uint8)]
+    return write_imagefolder(tmp_path / "photos", images, licence="CC0-1.0")
 
 
 def test_copies_hold_the_same_pixels_and_the_metadata_names_them(photos, tmp_path):

@@ -13,6 +13,7 @@ import PIL.Image
 import pytest
 import torch
 
+from conftest import write_imagefolder
 from iter_diffusers.models.rrdbnet import RRDBNet
 from iter_diffusers.training.data import SRTrainDataset, load_image_dataset
 
@@ -22,15 +23,9 @@ import build_teacher_dataset  # noqa: E402
 
 @pytest.fixture
 def photos(tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    rows = []
-    for i, size in enumerate([(70, 52), (64, 64)]):  # sides that are not multiples of 4 are cropped
-        PIL.Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"p{i}.png")
-        rows.append({"file_name": f"p{i}.png", "source": "test", "licence": "CC0-1.0"})
-    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder
+    rng = np.random.default_rng(0)  # sides that are not multiples of 4 are cropped
+    images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h in [(70, 52), (64, 64)]]
+    return write_imagefolder(tmp_path / "photos", images, source="test", licence="CC0-1.0")
 
 
 @pytest.fixture

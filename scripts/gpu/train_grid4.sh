@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-data_cache/grid4_gpu}
-WORK=${WORK:-/tmp/grid4}
+WORK=${WORK:-data_cache/grid4_work}
 mkdir -p "$OUT" "$WORK"
 exec > >(tee "$OUT/log.txt") 2>&1
 BATCH=${BATCH:-32}
@@ -23,8 +23,8 @@ if [ "${SMOKE:-0}" = 1 ]; then BATCH=2; VQ_STEPS=2; ENCODER_STEPS=2; LQ_STEPS=2;
 
 # The device image lacks diffusers and datasets: install the carried wheels beside it; the package runs from src/.
 if [ -d .gpu/wheels ] && ! python3 -c "import diffusers, datasets" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/wheels/*.whl
-  export PYTHONPATH=/tmp/site
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target data_cache/gpu_site .gpu/wheels/*.whl
+  export PYTHONPATH=$PWD/data_cache/gpu_site
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
