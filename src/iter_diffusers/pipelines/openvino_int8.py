@@ -129,13 +129,13 @@ def quantize_decoder(pipe, notify: Callable[[str], None] | None = None, min_psnr
         fp32_ir = networks["decoder"].path
         with tempfile.TemporaryDirectory() as staging:  # the pictures the int8 decoder gives, for its PSNR
             candidate = Path(staging) / path.name
-            openvino.save_model(_quantize(fp32_ir, inputs), str(candidate), compress_to_fp16=False)
+            quantized = _quantize(fp32_ir, inputs)
+            openvino.save_model(quantized, str(candidate), compress_to_fp16=False)
             networks["decoder"].use_ir(candidate)
             measured = _pooled_psnr(upscale_calibration_photos(pipe), exact)
             for network in networks.values():
                 network.forget_shapes()
-            save_ir(openvino.Core().read_model(str(candidate)), path,
-                    extra_files={fidelity.name: json.dumps({"psnr_db": measured})})
+            save_ir(quantized, path, extra_files={fidelity.name: json.dumps({"psnr_db": measured})})
         networks["decoder"].use_ir(fp32_ir)
     measured = json.loads(fidelity.read_text())["psnr_db"]
     if min_psnr is not None and measured < min_psnr:
